@@ -1,0 +1,88 @@
+"""The founding study's standard grid (1 mm isotropic, 256^3) and the way back to the input's grid.
+
+The standard grid is axis-aligned in LPS (identity direction: array ``[z, y, x]`` runs
+inferior->superior, anterior->posterior, right->left), 1 mm voxels, 256 voxels per axis, centred
+on the physical centre of the input image, so it overlays the input exactly in world coordinates
+whatever the input's direction cosines (oblique or flipped) and voxel size.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import PVCInputError
+from .geometry import Geometry
+
+STANDARD_SPACING_MM = 1.0
+STANDARD_SIZE = 256
+
+
+def standard_grid_geometry(shape_zyx, geometry: Geometry, size: int = STANDARD_SIZE,
+                           spacing_mm: float = STANDARD_SPACING_MM) -> Geometry:
+    """Geometry of the standard grid for an input of ``shape_zyx`` voxels and ``geometry``."""
+    centre = geometry.world_center(shape_zyx)[:3]
+    half_extent = (size - 1) / 2.0 * spacing_mm
+    return Geometry((spacing_mm,) * 3, tuple(centre - half_extent), np.eye(3))
+
+
+def world_bounding_box(shape_zyx, geometry: Geometry) -> tuple[np.ndarray, np.ndarray]:
+    """Lowest and highest world (LPS, mm) coordinates covered by the image's voxels (outer faces)."""
+    corners_ijk = np.array([[i, j, k] for i in (-0.5, shape_zyx[2] - 0.5)
+                            for j in (-0.5, shape_zyx[1] - 0.5) for k in (-0.5, shape_zyx[0] - 0.5)])
+    matrix = geometry.index_to_world()
+    corners_world = corners_ijk @ matrix[:3, :3].T + matrix[:3, 3]
+    return corners_world.min(axis=0), corners_world.max(axis=0)
+
+
+def check_field_of_view(shape_zyx, geometry: Geometry, size: int = STANDARD_SIZE,
+                        spacing_mm: float = STANDARD_SPACING_MM) -> None:
+    """Raise :class:`PVCInputError` when the image extends beyond the standard grid, saying how much
+    of it (mm on each side, per LPS axis) would be cut."""
+    low, high = world_bounding_box(shape_zyx, geometry)
+    extent = high - low
+    grid_extent = size * spacing_mm
+    over = extent - grid_extent
+    if np.any(over > 0.5 * spacing_mm):
+        cut = ", ".join(f"{axis}: {extent[n]:.0f} mm, {max(over[n], 0) / 2:.0f} mm cut on each side"
+                        for n, axis in enumerate(("x (R-L)", "y (A-P)", "z (I-S)")) if over[n] > 0.5 * spacing_mm)
+        raise PVCInputError(f"field of view is larger than the {grid_extent:.0f} mm standard grid ({cut}); "
+                            "crop the image to the head, or pass --crop-fov to cut it centred")
+
+
+def _resample(volume: np.ndarray, geometry: Geometry, target_shape_zyx, target_geometry: Geometry,
+              interpolation: str) -> np.ndarray:
+    import SimpleITK as sitk
+
+    from .io import to_sitk_image
+
+    reference = sitk.Image([int(s) for s in target_shape_zyx[::-1]], sitk.sitkFloat32)
+    reference.SetSpacing(target_geometry.spacing)
+    reference.SetOrigin(target_geometry.origin)
+    reference.SetDirection(tuple(target_geometry.direction.ravel()))
+    interpolator = {"linear": sitk.sitkLinear, "nearest": sitk.sitkNearestNeighbor,
+                    "bspline": sitk.sitkBSpline}[interpolation]
+    source = to_sitk_image(volume.astype(np.float32, copy=False), geometry)
+    resampled = sitk.Resample(source, reference, sitk.Transform(), interpolator, 0.0, sitk.sitkFloat32)
+    return sitk.GetArrayFromImage(resampled)
+
+
+def resample_to_standard_grid(volume: np.ndarray, geometry: Geometry, crop_fov: bool = False,
+                              interpolation: str = "linear") -> tuple[np.ndarray, Geometry]:
+    """Resample ``volume`` (``[z, y, x]``, any units) onto the 1 mm 256^3 standard grid.
+
+    Voxels of the grid outside the input are 0. Raises :class:`PVCInputError` when the input's field
+    of view exceeds 256 mm along an axis, unless ``crop_fov``.
+
+    Returns:
+        float32 array of shape (256, 256, 256) and the standard grid's geometry.
+    """
+    if not crop_fov:
+        check_field_of_view(volume.shape, geometry)
+    target = standard_grid_geometry(volume.shape, geometry)
+    return _resample(volume, geometry, (STANDARD_SIZE,) * 3, target, interpolation), target
+
+
+def resample_to_native_grid(volume: np.ndarray, geometry: Geometry, native_shape_zyx,
+                            native_geometry: Geometry, interpolation: str = "linear") -> np.ndarray:
+    """Resample ``volume`` (e.g. a result on the standard grid) back onto the input's own grid."""
+    return _resample(volume, geometry, native_shape_zyx, native_geometry, interpolation)

@@ -1,0 +1,1 @@
+"""Training the 3D ResUNet on simulated or user-supplied PET pairs."""
