@@ -83,6 +83,17 @@ def _check_dimensions(image, path) -> None:
         raise PVCInputError(f"{path}: image is 2D (size {tuple(size)}); PVC needs a 3D volume")
 
 
+def _non_finite_message(name, count: int) -> str:
+    return f"{name}: {count} voxels are NaN or infinite; fix or mask them before PVC"
+
+
+def _count_nifti_non_finite(path: Path) -> int:
+    """Non-finite voxels of a NIfTI file as stored (ITK's NIfTI reader silently turns NaN into 0)."""
+    import nibabel
+
+    return int(np.count_nonzero(~np.isfinite(np.asanyarray(nibabel.load(str(path)).dataobj))))
+
+
 def validate_pet_volume(volume: np.ndarray, geometry: Geometry, name: str = "input") -> None:
     """Raise :class:`PVCInputError` unless ``volume`` is a finite, non-constant 3D array with
     plausible spacing."""
@@ -91,8 +102,7 @@ def validate_pet_volume(volume: np.ndarray, geometry: Geometry, name: str = "inp
     check_spacing(geometry.spacing)
     finite = np.isfinite(volume)
     if not finite.all():
-        raise PVCInputError(f"{name}: {int(volume.size - finite.sum())} voxels are NaN or infinite; "
-                            "fix or mask them before PVC")
+        raise PVCInputError(_non_finite_message(name, int(volume.size - finite.sum())))
     if float(volume.max()) == float(volume.min()):
         raise PVCInputError(f"{name}: image is constant (every voxel = {float(volume.min()):g}); "
                             "nothing to correct")
@@ -113,6 +123,10 @@ def read_image(path) -> tuple[np.ndarray, Geometry]:
         image = image[:, :, :, 0]
     geometry = _geometry_from_sitk(image)
     volume = sitk.GetArrayFromImage(image).astype(np.float32, copy=False)
+    if image_suffix(path) in (".nii", ".nii.gz"):
+        non_finite = _count_nifti_non_finite(path)
+        if non_finite:
+            raise PVCInputError(_non_finite_message(path, non_finite))
     validate_pet_volume(volume, geometry, name=str(path))
     return volume, geometry
 
