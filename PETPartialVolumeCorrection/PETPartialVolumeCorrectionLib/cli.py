@@ -17,6 +17,7 @@ from .errors import PVCInputError
 #: Modules that register subcommands, in the order ``pet-pvc --help`` lists them.
 COMMAND_MODULES = (
     "PETPartialVolumeCorrectionLib.commands",
+    "PETPartialVolumeCorrectionLib.training.command",
 )
 
 EXIT_BAD_INPUT = 2

@@ -40,15 +40,11 @@ class CorrectionResult:
 
 
 def _resolve_model(model, device: str):
-    from .model import PVCModel, default_model_dir, load_model
+    from .model import PVCModel, find_model_dir, load_model
 
     if isinstance(model, PVCModel):
         return model
-    folder = model if model is not None else default_model_dir()
-    if folder is None:
-        raise PVCInputError("no trained model is installed; pass a model folder (--model DIR) "
-                            "or install a release that ships one")
-    return load_model(folder, device=device)
+    return load_model(find_model_dir(model), device=device)
 
 
 def correct_volume(volume: np.ndarray, geometry: Geometry, *, model=None, mode: str = "gaussian",
@@ -113,7 +109,7 @@ def correct_volume(volume: np.ndarray, geometry: Geometry, *, model=None, mode: 
         "method": "deep learning (3D ResUNet)", "model_name": pvc_model.card.get("name"),
         "model_sha256": pvc_model.card.get("sha256"), "mode": mode, "overlap": overlap,
         "batch_size": batch_size, "output_grid": output_grid, "crop_fov": crop_fov,
-        "device": pvc_model.device, "intensity_scaling": scaling.to_dict(),
+        "device": pvc_model.device_name, "intensity_scaling": scaling.to_dict(),
         "input_geometry": geometry.to_dict(), "input_shape_zyx": list(volume.shape),
         "software": f"PETPartialVolumeCorrectionLib {__version__}",
     }

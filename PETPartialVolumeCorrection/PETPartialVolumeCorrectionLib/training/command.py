@@ -1,0 +1,165 @@
+"""Subcommands ``pet-pvc train`` and ``pet-pvc evaluate``."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from ..errors import PVCInputError
+from ..progress import progress_reporter
+
+TARGETS = ("mg", "rbv")
+
+
+def _simulated_pair(subject, target: str):
+    from .data import TrainingPair
+
+    reference = subject.mg_target if target == "mg" else subject.rbv_target
+    return TrainingPair(subject.record.get("name", f"seed{subject.record['seed']}"), subject.pet_1mm,
+                        reference, subject.brain_mask)
+
+
+def load_pairs(folder, target: str):
+    """Normalised pairs from a folder of subject folders: the simulator's, or a user's real pairs
+    (``input.<ext>`` + ``target.<ext>``)."""
+    from ..simulation import read_subject
+    from .data import PAIR_INPUT_STEM, normalise_pair, pairs_from_folder
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise PVCInputError(f"{folder}: no such folder of training subjects")
+    subject_folders = sorted(p for p in folder.iterdir() if p.is_dir())
+    if subject_folders and not any(subject_folders[0].glob(f"{PAIR_INPUT_STEM}.*")):
+        return [normalise_pair(_simulated_pair(read_subject(p), target)) for p in subject_folders]
+    return [normalise_pair(pair) for pair in pairs_from_folder(folder)]
+
+
+def simulate_pairs(seeds, target: str, processes: int):
+    """Normalised pairs of freshly simulated subjects (in memory, in parallel)."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from ..simulation import simulate_subject
+    from .data import normalise_pair
+
+    with ProcessPoolExecutor(max_workers=processes) as pool:
+        return [normalise_pair(_simulated_pair(subject, target)) for subject in pool.map(simulate_subject, seeds)]
+
+
+def _run_train(args) -> int:
+    from ..model import ModelConfig, save_model
+    from .fit import BEST_WEIGHTS, TrainingSettings, fit, hardware_description
+
+    output_dir = Path(args.output_dir)
+    if output_dir.exists() and any(output_dir.iterdir()) and not (args.resume or args.force):
+        raise PVCInputError(f"{output_dir} is not empty; use --resume to continue or --force to start over")
+    if bool(args.train_data) == bool(args.simulate_train):
+        raise PVCInputError("give either --train-data/--val-data folders or --simulate-train/--simulate-val")
+    config = ModelConfig(depth=args.depth, base_filters=args.base_filters, max_filters=args.max_filters,
+                         blocks_per_level=args.blocks_per_level)
+    settings = TrainingSettings(patch_size=args.patch_size, grid_patches=not args.no_grid_patches,
+                                random_patches=args.random_patches, batch_size=args.batch_size,
+                                learning_rate=args.learning_rate, max_epochs=args.max_epochs,
+                                patience=args.patience, max_minutes=args.max_minutes, seed=args.seed)
+    start = time.perf_counter()
+    if args.train_data:
+        if not args.val_data:
+            raise PVCInputError("--train-data needs --val-data (a separate folder of validation subjects)")
+        train_pairs, val_pairs = load_pairs(args.train_data, args.target), load_pairs(args.val_data, args.target)
+        data = {"source": "folders", "train": str(args.train_data), "validation": str(args.val_data)}
+    else:
+        from ..simulation import split_seeds
+
+        train_seeds, val_seeds, _ = split_seeds(args.simulate_train, args.simulate_val, 0, args.seed)
+        train_pairs = simulate_pairs(train_seeds, args.target, args.processes)
+        val_pairs = simulate_pairs(val_seeds, args.target, args.processes)
+        data = {"source": "simulator (in memory)", "train_seeds": list(train_seeds),
+                "validation_seeds": list(val_seeds)}
+    data.update(train_subjects=len(train_pairs), validation_subjects=len(val_pairs))
+    history = fit(config, train_pairs, val_pairs, settings, output_dir, resume=args.resume,
+                  progress=progress_reporter(args.progress))
+
+    from ..model import build_model
+
+    keras_model = build_model(config)
+    keras_model.load_weights(str(output_dir / BEST_WEIGHTS))
+    card = {
+        "name": args.name, "description": "3D ResUNet for partial volume correction of brain amyloid PET, "
+        "trained as the founding study (1 mm 256^3 grid, min-max + 99th-percentile crop, patches, MSE, Adam)",
+        "normalisation": "min-max to [0, 1] then crop at the 99th percentile of the input; target scaled "
+                         "with the input's parameters minus the input's crop excess (intensity.py)",
+        "training_target": {"mg": "Mueller-Gaertner (WM/CSF values from GTM, GM threshold 0.5) inside grey "
+                                  "matter, the input PET elsewhere (the founding study's SPM output)",
+                            "rbv": "region-based voxel-wise correction (RBV)"}[args.target],
+        "data": data, "training": {**settings.to_dict(), "epochs_run": len(history.epochs),
+                                   "best_epoch": history.best_epoch, "best_val_mse": history.best_val_loss,
+                                   "final_train_mse": history.train_loss[-1],
+                                   "wall_time_s": time.perf_counter() - start,
+                                   "hardware": hardware_description()},
+    }
+    save_model(keras_model, output_dir / "model", card, force=True)
+    print(f"model: {output_dir / 'model'} (best epoch {history.best_epoch}, validation MSE {history.best_val_loss:.4g})")
+    return 0
+
+
+def _run_evaluate(args) -> int:
+    from ..model import find_model_dir, load_model
+    from ..simulation import SimulationSettings, split_seeds
+    from .evaluate import evaluate_on_simulated, file_stem, write_evaluation
+
+    model = load_model(find_model_dir(args.model), device=args.device)
+    output_dir = Path(args.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    summaries = {}
+    _, _, test_seeds = split_seeds(0, 0, args.n, args.seed)
+    sets = [("Held-out test set", test_seeds, None)]
+    if args.out_of_range_n:
+        _, _, extra_seeds = split_seeds(0, 0, args.out_of_range_n, args.seed + 1)
+        sets.append(("Out-of-range test set", extra_seeds, SimulationSettings.out_of_range()))
+    for title, seeds, settings in sets:
+        table = evaluate_on_simulated(model, seeds, settings, mode=args.mode,
+                                      progress=progress_reporter(args.progress),
+                                      figure_path=output_dir / f"{file_stem(title)}.png")
+        summaries[title] = write_evaluation(table, output_dir, title)
+        print((output_dir / f"{file_stem(title)}.md").read_text())
+    (output_dir / "evaluation.json").write_text(json.dumps(summaries, indent=2))
+    return 0
+
+
+def register(subparsers) -> None:
+    from .fit import TrainingSettings
+    from ..model import ModelConfig
+
+    defaults, architecture = TrainingSettings(), ModelConfig()
+    train = subparsers.add_parser("train", help="train the 3D ResUNet on simulated or real PET pairs")
+    train.add_argument("-o", "--output-dir", required=True, help="run folder: weights, loss log, curve, model/")
+    train.add_argument("--train-data", help="folder of subject folders (simulator output or input/target pairs)")
+    train.add_argument("--val-data", help="folder of validation subject folders")
+    train.add_argument("--simulate-train", type=int, help="simulate this many training subjects in memory")
+    train.add_argument("--simulate-val", type=int, default=4, help="... and this many validation subjects")
+    train.add_argument("--processes", type=int, default=2, help="processes for simulation")
+    train.add_argument("--target", choices=TARGETS, default="mg", help="training target (default: MG)")
+    train.add_argument("--name", default="resunet3d-amyloid-pvc", help="model name in the card")
+    for name in ("depth", "base_filters", "max_filters", "blocks_per_level"):
+        train.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(architecture, name))
+    for name in ("patch_size", "random_patches", "batch_size", "max_epochs", "patience", "seed"):
+        train.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name))
+    train.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
+    train.add_argument("--max-minutes", type=float, help="stop after this much training time")
+    train.add_argument("--no-grid-patches", action="store_true",
+                       help="only random head-centred patches (default adds the study's eight 128^3 tiles)")
+    train.add_argument("--resume", action="store_true", help="continue the run in the output folder")
+    train.add_argument("--force", action="store_true", help="start over in a non-empty output folder")
+    train.add_argument("--progress", choices=("bar", "lines", "none"), default="bar")
+    train.set_defaults(handler=_run_train)
+
+    evaluate = subparsers.add_parser("evaluate", help="the study's table on held-out simulated subjects")
+    evaluate.add_argument("-o", "--output-dir", required=True, help="folder for tables, JSON and figures")
+    evaluate.add_argument("--model", help="model folder (default: the shipped model)")
+    evaluate.add_argument("--n", type=int, default=20, help="held-out test subjects")
+    evaluate.add_argument("--out-of-range-n", type=int, default=5, help="subjects outside the training ranges")
+    evaluate.add_argument("--seed", type=int, default=0, help="base seed of the splits (as in training)")
+    evaluate.add_argument("--mode", choices=("gaussian", "study"), default="gaussian")
+    evaluate.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
+    evaluate.add_argument("--progress", choices=("bar", "lines", "none"), default="bar")
+    evaluate.set_defaults(handler=_run_evaluate)

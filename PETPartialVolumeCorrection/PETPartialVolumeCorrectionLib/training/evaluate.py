@@ -1,0 +1,163 @@
+"""The founding study's table on held-out simulated subjects, plus regional SUVR error.
+
+For each subject, three images on the 1 mm 256^3 grid are scored, the study's columns: the input
+(PET before PVC), the sharpen baseline and the 3D ResUNet output; each against two references: the
+MG target (the study's reference, SPM-like GTM + Mueller-Gaertner) and the true activity. Scores:
+SSIM and RMSE over the whole volume, as the study reports them, and the absolute relative error of
+the SUVR of every cortical parcel (cerebellar grey matter reference).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+from ..geometry import Geometry
+from ..metrics import rmse, ssim
+from ..progress import ProgressCallback, report
+
+METHODS = ("input", "sharpen", "network")
+REFERENCES = ("mg_target", "truth")
+METHOD_TITLES = {"input": "Input", "sharpen": "Sharpen filter", "network": "3D-ResUNet"}
+
+
+@dataclass
+class EvaluationTable:
+    """Per-subject scores: ``scores[reference][method][metric]`` lists, one value per subject."""
+
+    subjects: list = field(default_factory=list)
+    scores: dict = field(default_factory=lambda: {
+        r: {m: {"ssim": [], "rmse": [], "suvr_abs_error": []} for m in METHODS} for r in REFERENCES})
+    seconds_per_subject: list = field(default_factory=list)
+
+    def summary(self) -> dict:
+        """Mean SSIM, mean RMSE and median absolute regional SUVR error (fraction) per cell."""
+        table = {}
+        for reference, by_method in self.scores.items():
+            table[reference] = {}
+            for method, metrics in by_method.items():
+                suvr_errors = np.concatenate(metrics["suvr_abs_error"]) if metrics["suvr_abs_error"] else np.array([np.nan])
+                table[reference][method] = {
+                    "mean_ssim": float(np.mean(metrics["ssim"])), "mean_rmse": float(np.mean(metrics["rmse"])),
+                    "median_abs_suvr_error": float(np.median(suvr_errors)),
+                    "p90_abs_suvr_error": float(np.percentile(suvr_errors, 90))}
+        return {"subjects": len(self.subjects), "table": table,
+                "mean_seconds_per_subject": float(np.mean(self.seconds_per_subject))}
+
+
+def parcel_suvr(image: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """SUVR of every cortical parcel (cerebellar grey matter reference), in label order."""
+    from ..simulation.regions import cortical_ids, regional_suvr
+
+    present = [i for i in cortical_ids() if np.any(labels == i)]
+    suvr = regional_suvr(image, labels, groups={str(i): [i] for i in present})
+    return np.array([suvr[str(i)] for i in present])
+
+
+def score_subject(table: EvaluationTable, name: str, images: dict, references: dict,
+                  labels: np.ndarray, seconds: float) -> None:
+    """Add one subject's scores: ``images`` by method, ``references`` by reference name."""
+    table.subjects.append(name)
+    table.seconds_per_subject.append(seconds)
+    for reference_name, reference in references.items():
+        reference_suvr = parcel_suvr(reference, labels)
+        for method, image in images.items():
+            cell = table.scores[reference_name][method]
+            cell["ssim"].append(ssim(image, reference))
+            cell["rmse"].append(rmse(image, reference))
+            cell["suvr_abs_error"].append(np.abs(parcel_suvr(image, labels) / reference_suvr - 1.0))
+
+
+def evaluate_on_simulated(model, seeds: Sequence[int], settings=None, mode: str = "gaussian",
+                          progress: Optional[ProgressCallback] = None, figure_path=None) -> EvaluationTable:
+    """Score ``model`` (a loaded PVCModel) on the simulated subjects of ``seeds``.
+
+    With ``figure_path``, also draws the study's figure 6 for the first subject.
+    """
+    from ..pipeline import correct_volume
+    from ..simulation import simulate_subject
+
+    table = EvaluationTable()
+    for index, seed in enumerate(seeds):
+        report(progress, index / len(seeds), f"subject {index + 1}/{len(seeds)} (seed {seed})")
+        subject = simulate_subject(seed, settings)
+        start = time.perf_counter()
+        result = correct_volume(subject.pet_1mm, Geometry(subject.spacing_mm), model=model, mode=mode)
+        seconds = time.perf_counter() - start
+        images = {"input": subject.pet_1mm, "sharpen": result.sharpened, "network": result.corrected}
+        references = {"mg_target": subject.mg_target, "truth": subject.truth}
+        score_subject(table, f"seed{seed}", images, references, subject.labels, seconds)
+        if figure_path is not None and index == 0:
+            plot_comparison(images, subject.mg_target, figure_path, title=f"simulated subject, seed {seed}")
+    report(progress, 1.0, "evaluation done")
+    return table
+
+
+def format_table(summary: dict, title: str) -> str:
+    """The study's table as Markdown: one block per reference."""
+    lines = [f"### {title} ({summary['subjects']} subjects, "
+             f"{summary['mean_seconds_per_subject']:.1f} s per subject for the network path)", ""]
+    for reference, by_method in summary["table"].items():
+        lines += [f"Reference: {'MG target (GTM + Mueller-Gaertner)' if reference == 'mg_target' else 'true activity'}",
+                  "", "| | " + " | ".join(METHOD_TITLES[m] for m in METHODS) + " |",
+                  "|---|" + "---|" * len(METHODS)]
+        for metric, label, fmt in (("mean_ssim", "average SSIM", "{:.4f}"), ("mean_rmse", "average RMSE", "{:.4g}"),
+                                   ("median_abs_suvr_error", "median abs. regional SUVR error", "{:.2%}"),
+                                   ("p90_abs_suvr_error", "90th pct abs. regional SUVR error", "{:.2%}")):
+            lines.append(f"| {label} | " + " | ".join(fmt.format(by_method[m][metric]) for m in METHODS) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot_comparison(images: dict, target: np.ndarray, path, title: str = "") -> None:
+    """The study's figure 6: one axial slice of input, sharpen, network, target, and network - target."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    axial = int(np.argmax(target.sum(axis=(1, 2))))  # the slice with the most activity
+    panels = [("input", images["input"]), ("sharpen", images["sharpen"]), ("3D-ResUNet", images["network"]),
+              ("MG target", target)]
+    vmax = float(np.percentile(target, 99.9))
+    figure, axes = plt.subplots(1, 5, figsize=(17, 3.8))
+    for axis, (label, image) in zip(axes, panels):
+        axis.imshow(image[axial], cmap="hot", vmin=0, vmax=vmax, origin="lower")
+        axis.set_title(label)
+    difference = images["network"][axial] - target[axial]
+    limit = float(np.percentile(np.abs(difference), 99.5)) or 1.0
+    shown = axes[4].imshow(difference, cmap="coolwarm", vmin=-limit, vmax=limit, origin="lower")
+    axes[4].set_title("3D-ResUNet - target")
+    figure.colorbar(shown, ax=axes[4], fraction=0.046)
+    for axis in axes:
+        axis.axis("off")
+    figure.suptitle(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def file_stem(title: str) -> str:
+    """File name stem for a table title ("Held-out test set" -> "held_out_test_set")."""
+    return title.lower().replace(" ", "_").replace("-", "_")
+
+
+def write_evaluation(table: EvaluationTable, output_dir, title: str) -> dict:
+    """Write ``<title>.json`` (summary + per-subject scores) and ``<title>.md`` (the table)."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    summary = table.summary()
+    per_subject = {r: {m: {k: [float(np.median(v)) if np.ndim(v) else float(v) for v in values]
+                           for k, values in metrics.items()} for m, metrics in by_method.items()}
+                   for r, by_method in table.scores.items()}
+    stem = file_stem(title)
+    (output_dir / f"{stem}.json").write_text(json.dumps(
+        {"summary": summary, "subjects": table.subjects, "per_subject": per_subject,
+         "seconds_per_subject": table.seconds_per_subject}, indent=2))
+    (output_dir / f"{stem}.md").write_text(format_table(summary, title) + "\n")
+    return summary
