@@ -1,0 +1,288 @@
+"""Voxel-wise region-based PVC: RBV, iterative Yang (iY), multi-target correction (MTC) and
+Mueller-Gaertner (MG). Notation as in :mod:`.regional`; all images ``[z, y, x]`` in PET units.
+
+- RBV (Thomas 2011): ``T`` from the GTM; ``s = sum_i T_i R_i``; ``f = g s / h*s``.
+- iY (Erlandsson 2012): ``f_0 = g``; ``m_i = max(mean of f_k in R_i, 0)``; ``s = sum_i m_i R_i``;
+  ``f_{k+1} = g s / h*s``.
+- MTC: ``f = sum_j R_j (g - sum_{i != j} T_i h*R_i) / h*R_j`` with ``T`` from the GTM.
+- MG (Mueller-Gaertner 1992): inside the GM mask ``GM > gm_threshold``,
+  ``f = (g - C_WM h*WM - C_CSF h*CSF) / h*GM``; outside it ``f = g`` (the input PET, unchanged).
+
+``g s / h*s`` is 0 where ``h*s`` is below 1e-6 of its maximum (no activity modelled there).
+MTC and MG divide by a blurred region fraction, clamped from below at :data:`MIN_BLURRED_FRACTION`
+(limits noise amplification to 1/0.05 = 20x); clamped voxels are counted in a warning. Blurs of
+the regions come from :class:`.regions.BlurredRegions` and are shared: ``h*s = sum_i T_i h*R_i``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Optional
+
+import numpy as np
+from scipy import ndimage
+
+from ..errors import PVCInputError
+from ..progress import raise_if_cancelled, report, scaled
+from .deconvolution import intraregional_deconvolution
+from .regional import checked_pet, gtm, prepared_regions
+from .regions import BlurredRegions, RegionSet, blur_region_set
+
+#: Smallest blurred region fraction MTC and MG divide by (noise amplification at most 20x).
+MIN_BLURRED_FRACTION = 0.05
+#: ``g s / h*s`` is set to 0 where ``h*s`` is below this fraction of its maximum.
+RATIO_FLOOR = 1e-6
+#: MG values outside [0, MG_RANGE_FACTOR * C_WM] are counted in a warning (PETPVC zeroes them).
+MG_RANGE_FACTOR = 10.0
+#: Region numbers of the tissue maps in MG's region set.
+GM_ID, WM_ID, CSF_ID = 1, 2, 3
+WM_VALUE_SOURCES = ("eroded", "gtm")
+
+
+def _region_ratio_correction(pet: np.ndarray, synthetic: np.ndarray, blurred_synthetic: np.ndarray) -> np.ndarray:
+    """``g s / h*s``, 0 where ``|h*s|`` is negligible."""
+    floor = RATIO_FLOOR * float(np.abs(blurred_synthetic).max())
+    ratio = np.divide(synthetic, blurred_synthetic, out=np.zeros_like(synthetic),
+                      where=np.abs(blurred_synthetic) > floor)
+    return pet * ratio
+
+
+def _ensure_finite(image: np.ndarray, method: str) -> np.ndarray:
+    if not np.all(np.isfinite(image)):
+        raise PVCInputError(f"{method} produced non-finite values; check the regions and the PSF")
+    return image
+
+
+def rbv(pet, *, labels=None, probabilities=None, region_ids=None, fwhm_mm=None, spacing_mm=None,
+        kernel: str = "gaussian", add_background: bool = True, non_negative: bool = False,
+        deconvolution: Optional[str] = None, deconvolution_iterations: int = 10, alpha: float = 1.5,
+        tolerance: float = 0.01, blurred_regions: Optional[BlurredRegions] = None,
+        progress=None, cancel=None) -> np.ndarray:
+    """Region-based voxel-wise correction (RBV), optionally followed by intra-regional deconvolution.
+
+    Args:
+        pet, labels, probabilities, region_ids, fwhm_mm, spacing_mm, kernel, add_background,
+            blurred_regions: as :func:`.regional.gtm`.
+        non_negative: constrain the GTM values to be >= 0.
+        deconvolution: None, ``"vc"`` or ``"rl"`` (RBV+VC, RBV+RL); deconvolution_iterations,
+            alpha, tolerance: its settings (see :mod:`.deconvolution`).
+
+    Returns: float32 ``[z, y, x]`` in the PET's units.
+    """
+    pet = checked_pet(pet)
+    blurred = prepared_regions(pet, labels=labels, probabilities=probabilities, region_ids=region_ids, names=None,
+                               fwhm_mm=fwhm_mm, spacing_mm=spacing_mm, kernel=kernel, add_background=add_background,
+                               blurred_regions=blurred_regions, progress=scaled(progress, 0.0, 0.5), cancel=cancel)
+    values = gtm(pet, blurred_regions=blurred, non_negative=non_negative, kernel=blurred.kernel).values
+    corrected = _region_ratio_correction(pet, blurred.regions.combine(values), blurred.blurred_combination(values))
+    report(progress, 0.6, "RBV done")
+    corrected = intraregional_deconvolution(corrected, blurred, deconvolution, iterations=deconvolution_iterations,
+                                            alpha=alpha, tolerance=tolerance, progress=scaled(progress, 0.6, 1.0),
+                                            cancel=cancel)
+    return _ensure_finite(corrected, "RBV")
+
+
+def iterative_yang(pet, *, labels=None, probabilities=None, region_ids=None, fwhm_mm=None, spacing_mm=None,
+                   iterations: int = 10, kernel: str = "gaussian", add_background: bool = True,
+                   deconvolution: Optional[str] = None, deconvolution_iterations: int = 10, alpha: float = 1.5,
+                   tolerance: float = 0.01, blurred_regions: Optional[BlurredRegions] = None,
+                   progress=None, cancel=None) -> np.ndarray:
+    """Iterative Yang (iY), optionally followed by intra-regional deconvolution (iY+VC, iY+RL).
+
+    Args as :func:`rbv`; ``iterations``: number of iY updates (10 as PETPVC).
+
+    Returns: float32 ``[z, y, x]`` in the PET's units.
+    """
+    if int(iterations) != iterations or iterations < 1:
+        raise PVCInputError(f"iterations must be a whole number >= 1, got {iterations}")
+    pet = checked_pet(pet)
+    blurred = prepared_regions(pet, labels=labels, probabilities=probabilities, region_ids=region_ids, names=None,
+                               fwhm_mm=fwhm_mm, spacing_mm=spacing_mm, kernel=kernel, add_background=add_background,
+                               blurred_regions=blurred_regions, progress=scaled(progress, 0.0, 0.4), cancel=cancel)
+    estimate = pet
+    for k in range(int(iterations)):
+        means = np.maximum(blurred.regions.means(estimate), 0.0)
+        estimate = _region_ratio_correction(pet, blurred.regions.combine(means), blurred.blurred_combination(means))
+        report(progress, 0.4 + 0.3 * (k + 1) / iterations, f"iterative Yang {k + 1}/{iterations}")
+        raise_if_cancelled(cancel)
+    estimate = intraregional_deconvolution(estimate, blurred, deconvolution, iterations=deconvolution_iterations,
+                                           alpha=alpha, tolerance=tolerance, progress=scaled(progress, 0.7, 1.0),
+                                           cancel=cancel)
+    return _ensure_finite(estimate, "iterative Yang")
+
+
+def _divide_clamped(numerator: np.ndarray, fraction: np.ndarray, members: np.ndarray, counts: list) -> np.ndarray:
+    """``numerator / max(fraction, MIN_BLURRED_FRACTION)``; counts clamped ``members`` voxels into ``counts``."""
+    clamped = fraction < MIN_BLURRED_FRACTION
+    counts.append(int(np.count_nonzero(clamped & members)))
+    return numerator / np.maximum(fraction, MIN_BLURRED_FRACTION)
+
+
+def _warn_clamped(clamped: int, members: int, method: str) -> None:
+    if clamped:
+        warnings.warn(f"{method}: {clamped} of {members} voxels ({100.0 * clamped / max(members, 1):.2g} %) see less "
+                      f"than {MIN_BLURRED_FRACTION:g} of their region after blurring; their division was clamped "
+                      f"at {MIN_BLURRED_FRACTION:g} (values there are uncertain)", UserWarning, stacklevel=3)
+
+
+def multi_target_correction(pet, *, labels=None, probabilities=None, region_ids=None, fwhm_mm=None,
+                            spacing_mm=None, kernel: str = "gaussian", add_background: bool = True,
+                            non_negative: bool = False, blurred_regions: Optional[BlurredRegions] = None,
+                            progress=None, cancel=None) -> np.ndarray:
+    """Multi-target correction (MTC): each region corrected for the spill-in of all the others.
+
+    Args as :func:`rbv` (without deconvolution). Voxels in no region are 0 (add_background=False).
+
+    Returns: float32 ``[z, y, x]`` in the PET's units.
+    """
+    pet = checked_pet(pet)
+    blurred = prepared_regions(pet, labels=labels, probabilities=probabilities, region_ids=region_ids, names=None,
+                               fwhm_mm=fwhm_mm, spacing_mm=spacing_mm, kernel=kernel, add_background=add_background,
+                               blurred_regions=blurred_regions, progress=scaled(progress, 0.0, 0.6), cancel=cancel)
+    values = gtm(pet, blurred_regions=blurred, non_negative=non_negative, kernel=blurred.kernel).values
+    spill = blurred.blurred_combination(values)
+    corrected = np.zeros(pet.shape, dtype=np.float32)
+    clamped: list[int] = []
+    members = 0
+    for index, (region, value) in enumerate(zip(blurred.regions.regions, values)):
+        own = blurred.blurred_region(index, region.box)
+        numerator = pet[region.box] - spill[region.box] + np.float32(value) * own
+        inside = region.weights >= 0.5
+        members += int(np.count_nonzero(inside))
+        corrected[region.box] += region.weights * _divide_clamped(numerator, own, inside, clamped)
+        report(progress, 0.6 + 0.4 * (index + 1) / len(values), "MTC")
+    _warn_clamped(sum(clamped), members, "MTC")
+    return _ensure_finite(corrected, "MTC")
+
+
+# --- Mueller-Gaertner ----------------------------------------------------------------------------
+
+def erosion_radius_voxels(spacing_mm) -> int:
+    """PETPVC's WM erosion radius (voxels) for the mean voxel size: 6 at <= 1 mm, 3 at >= 2.5 mm,
+    else round(8 - 2 * size)."""
+    size = float(np.mean(spacing_mm))
+    if size <= 1.0:
+        return 6
+    if size >= 2.5:
+        return 3
+    return int(np.floor(8.0 - 2.0 * size + 0.5))
+
+
+def eroded_wm_mean(pet: np.ndarray, wm_region, spacing_mm, wm_threshold: float = 0.5) -> float:
+    """Mean PET over the WM mask (``WM > wm_threshold``) eroded by a ball of
+    :func:`erosion_radius_voxels`: voxels farther than the radius from any non-WM voxel."""
+    radius = erosion_radius_voxels(spacing_mm)
+    mask = np.pad(wm_region.weights > wm_threshold, 1)
+    core = ndimage.distance_transform_edt(mask)[1:-1, 1:-1, 1:-1] > radius
+    if not np.any(core):
+        raise PVCInputError(f"MG: the WM mask eroded by {radius} voxels is empty; give wm_value='gtm' "
+                            "or a number (the WM activity, PET units)")
+    return float(pet[wm_region.box][core].mean(dtype=np.float64))
+
+
+def blur_tissue_maps(*, gm, wm, csf=None, fwhm_mm, spacing_mm, kernel: str = "gaussian", shape=None,
+                     progress=None, cancel=None) -> BlurredRegions:
+    """GM/WM(/CSF) probability maps (``[z, y, x]``, in [0, 1]) as blurred regions numbered
+    GM 1, WM 2, CSF 3, plus the non-brain background (``1 - sum``, number 0, added silently)."""
+    maps = {"GM": gm, "WM": wm} if csf is None else {"GM": gm, "WM": wm, "CSF": csf}
+    regions = RegionSet.from_probabilities(maps, region_ids=[GM_ID, WM_ID, CSF_ID][:len(maps)], shape=shape,
+                                           warn_background=False)
+    return blur_region_set(regions, fwhm_mm=fwhm_mm, spacing_mm=spacing_mm, kernel=kernel,
+                           progress=progress, cancel=cancel)
+
+
+def mg_compartment_values(pet, tissues: BlurredRegions, *, wm_value="eroded", csf_value=None) -> dict:
+    """The WM (and CSF) activity MG subtracts, PET units: ``{"wm": float, "csf": float or None}``.
+
+    wm_value: ``"eroded"`` (mean PET over the eroded WM, as PETPVC), ``"gtm"`` (the non-negative
+    GTM value of the WM map over GM/WM/CSF/background, PETPVE12's modified MG) or a number.
+    csf_value: None (no CSF term), ``"gtm"``, or a number; needs a CSF map.
+    """
+    pet = checked_pet(pet)
+    ids = tissues.regions.region_ids.tolist()
+    if csf_value is not None and CSF_ID not in ids:
+        raise PVCInputError("MG: a CSF value needs a CSF probability map (csf=...)")
+    for name, value, allowed in (("wm_value", wm_value, WM_VALUE_SOURCES), ("csf_value", csf_value, ("gtm",))):
+        if isinstance(value, str) and value not in allowed:
+            raise PVCInputError(f"MG: {name} must be one of {', '.join(allowed)} or a number, got {value!r}")
+    regional = None
+    if "gtm" in (wm_value, csf_value):
+        regional = gtm(pet, blurred_regions=tissues, non_negative=True, kernel=tissues.kernel)
+    if wm_value == "eroded":
+        wm = eroded_wm_mean(pet, tissues.regions.regions[tissues.regions.index_of(WM_ID)], tissues.spacing_mm)
+    elif wm_value == "gtm":
+        wm = regional.value_of(WM_ID)
+    else:
+        wm = float(wm_value)
+    if csf_value is None:
+        csf = None
+    elif csf_value == "gtm":
+        csf = regional.value_of(CSF_ID)
+    else:
+        csf = float(csf_value)
+    if not np.isfinite(wm) or (csf is not None and not np.isfinite(csf)):
+        raise PVCInputError(f"MG: WM/CSF values must be finite numbers, got {wm}, {csf}")
+    return {"wm": wm, "csf": csf}
+
+
+def mueller_gaertner(pet, *, gm=None, wm=None, csf=None, fwhm_mm=None, spacing_mm=None, wm_value="eroded",
+                     csf_value=None, gm_threshold: float = 0.5, kernel: str = "gaussian",
+                     blurred_tissues: Optional[BlurredRegions] = None, progress=None, cancel=None) -> np.ndarray:
+    """Mueller-Gaertner GM correction.
+
+    Args:
+        pet: observed PET ``[z, y, x]`` (PET units).
+        gm, wm, csf: tissue probability maps ``[z, y, x]`` in [0, 1] on the PET grid (csf optional).
+        fwhm_mm: PSF FWHM in mm ``(x, y, z)`` or one number; spacing_mm: voxel size ``(x, y, z)`` mm.
+        wm_value, csf_value: sources of the WM and CSF activity, see :func:`mg_compartment_values`.
+        gm_threshold: the GM mask is ``gm > gm_threshold``.
+        kernel: ``"gaussian"`` or ``"itk"``.
+        blurred_tissues: the maps already blurred by :func:`blur_tissue_maps` (then gm/wm/csf may
+            be left out), to share blurs with other calls.
+
+    Returns: float32 ``[z, y, x]``: inside the GM mask ``(g - C_WM h*WM - C_CSF h*CSF) / h*GM``
+    (the blurred GM fraction clamped at :data:`MIN_BLURRED_FRACTION`); everywhere else the input
+    PET, unchanged. Values outside [0, 10 C_WM] are kept (PETPVC zeroes them) and counted in a warning.
+    """
+    pet = checked_pet(pet)
+    if not 0.0 <= gm_threshold < 1.0:
+        raise PVCInputError(f"MG: gm_threshold must lie in [0, 1), got {gm_threshold}")
+    if blurred_tissues is None:
+        if gm is None or wm is None:
+            raise PVCInputError("MG needs GM and WM probability maps (gm=..., wm=...)")
+        if fwhm_mm is None or spacing_mm is None:
+            raise PVCInputError("give the PSF FWHM (fwhm_mm) and the voxel size (spacing_mm), both in mm (x, y, z)")
+        blurred_tissues = blur_tissue_maps(gm=gm, wm=wm, csf=csf, fwhm_mm=fwhm_mm, spacing_mm=spacing_mm,
+                                           kernel=kernel, shape=pet.shape, progress=scaled(progress, 0.0, 0.7),
+                                           cancel=cancel)
+    tissues = prepared_regions(pet, labels=None, probabilities=None, region_ids=None, names=None,
+                               fwhm_mm=fwhm_mm, spacing_mm=spacing_mm, kernel=kernel, add_background=True,
+                               blurred_regions=blurred_tissues)
+    values = mg_compartment_values(pet, tissues, wm_value=wm_value, csf_value=csf_value)
+    gm_index = tissues.regions.index_of(GM_ID)
+    gm_region = tissues.regions.regions[gm_index]
+    box = gm_region.box
+    mask = gm_region.weights > gm_threshold
+    if not np.any(mask):
+        raise PVCInputError(f"MG: no voxel has GM probability above {gm_threshold}; check the GM map")
+    numerator = pet[box] - np.float32(values["wm"]) * tissues.blurred_region(tissues.regions.index_of(WM_ID), box)
+    if values["csf"] is not None:
+        numerator -= np.float32(values["csf"]) * tissues.blurred_region(tissues.regions.index_of(CSF_ID), box)
+    clamped: list[int] = []
+    corrected_gm = _divide_clamped(numerator, tissues.blurred_region(gm_index, box), mask, clamped)
+    _warn_clamped(clamped[0], int(np.count_nonzero(mask)), "MG")
+    corrected = pet.copy()
+    corrected[box][mask] = corrected_gm[mask]
+    _warn_out_of_range(corrected_gm[mask], values["wm"])
+    report(progress, 1.0, "MG done")
+    return _ensure_finite(corrected, "MG")
+
+
+def _warn_out_of_range(gm_values: np.ndarray, wm: float) -> None:
+    if wm <= 0:
+        return
+    outside = int(np.count_nonzero((gm_values < 0) | (gm_values > MG_RANGE_FACTOR * wm)))
+    if outside:
+        warnings.warn(f"MG: {outside} of {gm_values.size} GM voxels lie outside [0, {MG_RANGE_FACTOR:g} x WM value "
+                      f"= {MG_RANGE_FACTOR * wm:.4g}] (PETPVC sets such voxels to 0; kept here): check the "
+                      "registration of the tissue maps, the PSF and the WM value", UserWarning, stacklevel=3)
