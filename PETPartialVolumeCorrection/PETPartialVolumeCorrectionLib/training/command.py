@@ -23,7 +23,6 @@ def _simulated_pair(subject, target: str):
 def load_pairs(folder, target: str):
     """Normalised pairs from a folder of subject folders: the simulator's, or a user's real pairs
     (``input.<ext>`` + ``target.<ext>``)."""
-    from ..simulation import read_subject
     from .data import PAIR_INPUT_STEM, normalise_pair, pairs_from_folder
 
     folder = Path(folder)
@@ -31,6 +30,8 @@ def load_pairs(folder, target: str):
         raise PVCInputError(f"{folder}: no such folder of training subjects")
     subject_folders = sorted(p for p in folder.iterdir() if p.is_dir())
     if subject_folders and not any(subject_folders[0].glob(f"{PAIR_INPUT_STEM}.*")):
+        from ..simulation import read_subject
+
         return [normalise_pair(_simulated_pair(read_subject(p), target)) for p in subject_folders]
     return [normalise_pair(pair) for pair in pairs_from_folder(folder)]
 
@@ -84,7 +85,7 @@ def _run_train(args) -> int:
     keras_model = build_model(config)
     keras_model.load_weights(str(output_dir / BEST_WEIGHTS))
     card = {
-        "name": args.name, "description": "3D ResUNet for partial volume correction of brain amyloid PET, "
+        "name": args.name, "architecture": config.to_dict(), "description": "3D ResUNet for partial volume correction of brain amyloid PET, "
         "trained as the founding study (1 mm 256^3 grid, min-max + 99th-percentile crop, patches, MSE, Adam)",
         "normalisation": "min-max to [0, 1] then crop at the 99th percentile of the input; target scaled "
                          "with the input's parameters minus the input's crop excess (intensity.py)",

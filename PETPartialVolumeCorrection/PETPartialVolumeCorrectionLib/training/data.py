@@ -63,17 +63,12 @@ def normalise_pair(pair: TrainingPair) -> NormalisedPair:
                           candidates)
 
 
-def tile_starts(volume_size: int, patch_size: int) -> list[int]:
-    """Starts of non-overlapping tiles along one axis (the study: 0 and 128 for 256 / 128)."""
-    if volume_size % patch_size:
-        raise ValueError(f"volume size {volume_size} is not a multiple of the patch size {patch_size}")
-    return list(range(0, volume_size, patch_size))
-
-
 def grid_patch_corners(shape_zyx, patch_size: int) -> list[tuple[int, int, int]]:
-    """Corners of the study's tiling: eight 128^3 patches of a 256^3 volume."""
-    starts = [tile_starts(size, patch_size) for size in shape_zyx]
-    return [(z, y, x) for z in starts[0] for y in starts[1] for x in starts[2]]
+    """Corners of the study's tiling (eight 128^3 patches of a 256^3 volume): the inference's own
+    non-overlapping tile positions."""
+    from ..inference import tile_positions
+
+    return tile_positions(shape_zyx, (patch_size,) * 3, (0, 0, 0))
 
 
 def random_patch_corners(pair: NormalisedPair, patch_size: int, count: int,

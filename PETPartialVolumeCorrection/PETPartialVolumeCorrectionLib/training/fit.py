@@ -4,7 +4,7 @@ Each epoch draws, from every training subject, the study's eight 128^3 grid patc
 size tiles the volume and ``grid_patches`` is on) plus ``random_patches`` patches centred on random
 head voxels, mirrored left-right at random. Validation uses fixed patches of the validation subjects
 (same rule, fixed seed). Early stopping keeps the best weights; every epoch writes the last weights
-and a state file so a run can be resumed (Adam's moments restart on resume), a loss log (CSV) and
+(with Adam's state) and a state file so a run can be resumed, a loss log (CSV) and
 a learning-curve PNG (train and validation loss, as the study's figure 5).
 """
 
@@ -171,6 +171,7 @@ def fit(model_config, train_pairs: Sequence[NormalisedPair], val_pairs: Sequence
             raise PVCInputError(f"{output_dir}: nothing to resume (no {STATE_FILE})")
         state = json.loads(state_path.read_text())
         history = TrainingHistory(**state["history"])
+        keras_model.optimizer.build(keras_model.trainable_variables)  # so Adam's moments load too
         keras_model.load_weights(str(output_dir / LAST_WEIGHTS))
         start_epoch, elapsed_before = history.epochs[-1] + 1, state["elapsed_s"]
 

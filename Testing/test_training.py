@@ -1,0 +1,96 @@
+"""Training: the study's normalisation and patches, fitting, resume, logs, the train command."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from PETPartialVolumeCorrectionLib.classical.psf import gaussian_blur
+from PETPartialVolumeCorrectionLib.cli import main
+from PETPartialVolumeCorrectionLib.geometry import Geometry
+from PETPartialVolumeCorrectionLib.intensity import IntensityScaling
+from PETPartialVolumeCorrectionLib.io import write_image
+from PETPartialVolumeCorrectionLib.model import ModelConfig, load_model
+from PETPartialVolumeCorrectionLib.training.data import (TrainingPair, normalise_pair,
+                                                         patches_of_pair)
+from PETPartialVolumeCorrectionLib.training.fit import TrainingSettings, fit
+
+TINY = ModelConfig(depth=1, base_filters=4, max_filters=8, norm_groups=2)
+
+
+def blurred_pair(name, rng, size=32):
+    truth = np.zeros((size,) * 3, np.float32)
+    c = size // 4
+    truth[c:-c, c:-c, c:-c] = 1.0
+    truth[c + 4:-c - 4, c + 4:-c - 4, c + 4:-c - 4] = 3.0
+    truth *= rng.uniform(10.0, 1000.0)
+    return TrainingPair(name, gaussian_blur(truth, 4.0, (1.0, 1.0, 1.0)), truth)
+
+
+def test_pair_normalisation_uses_the_inputs_parameters():
+    pair = blurred_pair("a", np.random.default_rng(0))
+    normalised = normalise_pair(pair)
+    scaling = IntensityScaling.fit(pair.source)
+    np.testing.assert_array_equal(normalised.network_input, scaling.normalise(pair.source))
+    np.testing.assert_allclose(scaling.restore(normalised.network_target, pair.source), pair.target,
+                               rtol=1e-5, atol=1e-3 * pair.target.max())
+
+
+def test_patches_are_the_grid_tiles_plus_random_ones_flipped_together():
+    pair = normalise_pair(blurred_pair("a", np.random.default_rng(1)))
+    patches = list(patches_of_pair(pair, 16, 5, np.random.default_rng(2)))
+    assert len(patches) == 8 + 5
+    assert all(source.shape == (16, 16, 16) for source, _ in patches)
+    # Input and target are cut (and mirrored) at the same place: the target's brightest voxels
+    # sit where the input's are.
+    for source, target in patches:
+        if source.max() > 0.5 * pair.network_input.max():
+            assert np.corrcoef(source.ravel(), target.ravel())[0, 1] > 0.8
+
+
+def test_fit_lowers_validation_loss_and_resumes(tmp_path):
+    rng = np.random.default_rng(3)
+    train = [normalise_pair(blurred_pair(f"t{i}", rng)) for i in range(4)]
+    val = [normalise_pair(blurred_pair("v", rng))]
+    settings = TrainingSettings(patch_size=16, random_patches=4, batch_size=4, max_epochs=4, patience=10,
+                                learning_rate=3e-3)
+    history = fit(TINY, train, val, settings, tmp_path)
+    assert history.epochs == [1, 2, 3, 4]
+    assert history.best_val_loss < history.val_loss[0]
+    with open(tmp_path / "loss_log.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]
+    assert (tmp_path / "learning_curve.png").stat().st_size > 1000
+
+    settings.max_epochs = 6
+    resumed = fit(TINY, train, val, settings, tmp_path, resume=True)
+    assert resumed.epochs == [1, 2, 3, 4, 5, 6]
+    assert resumed.val_loss[:4] == history.val_loss
+
+
+def test_train_command_on_a_folder_of_real_pairs_writes_a_verified_model(tmp_path):
+    rng = np.random.default_rng(4)
+    geometry = Geometry((2.0, 2.0, 2.0))
+    for split, count in (("train", 2), ("val", 1)):
+        for index in range(count):
+            pair = blurred_pair(f"{split}{index}", rng, size=48)
+            folder = tmp_path / split / f"subject{index}"
+            folder.mkdir(parents=True)
+            write_image(pair.source, geometry, folder / "input.nii.gz")
+            write_image(pair.target, geometry, folder / "target.nii.gz")
+    run = tmp_path / "run"
+    code = main(["train", "-o", str(run), "--train-data", str(tmp_path / "train"), "--val-data",
+                 str(tmp_path / "val"), "--depth", "1", "--base-filters", "4", "--max-filters", "8",
+                 "--patch-size", "32", "--no-grid-patches", "--random-patches", "2", "--max-epochs", "2",
+                 "--progress", "none"])
+    assert code == 0
+    model = load_model(run / "model", device="cpu")
+    card = json.loads((run / "model" / "model_card.json").read_text())
+    assert card["data"]["train_subjects"] == 2 and card["training"]["epochs_run"] == 2
+    assert "Mueller-Gaertner" in card["training_target"]
+    window = np.random.default_rng(5).random((1, 32, 32, 32), dtype=np.float32)
+    assert np.all(np.isfinite(model.predict_batch(window)))
+    # A second run into the same folder is refused unless resumed or forced.
+    assert main(["train", "-o", str(run), "--train-data", str(tmp_path / "train"), "--val-data",
+                 str(tmp_path / "val"), "--progress", "none"]) == 2
