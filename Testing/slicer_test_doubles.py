@@ -1,0 +1,517 @@
+"""Test doubles for the parts of 3D Slicer that exist only inside the Slicer application.
+
+``slicer-core`` (PyPI) gives the real MRML scene, nodes, storage nodes and logics, used as they are.
+What it lacks is the GUI side: Qt and its widgets, ``slicer.app`` (and its layout manager, which
+creates a slice logic for every slice view of a layout), ``ScriptedLoadableModule`` and the
+parameter node wrapper's GUI connections. The doubles below stand in for those, small and only as
+far as the module uses them:
+
+- :class:`FakeWidget` objects built from the module's real ``.ui`` file (class, name, properties);
+  tests act as the user through :meth:`FakeWidget.click` and :meth:`FakeWidget.userSets`.
+- :func:`parameterNodeWrapper`: typed fields stored in a real ``vtkMRMLScriptedModuleNode``, with
+  ``connectGui`` that binds widgets by their ``SlicerParameterName`` and refuses a widget class
+  Slicer's own connectors cannot bind (same table as Slicer's guiConnectors).
+- :class:`SlicerApplicationDouble` with a :class:`LayoutManagerDouble` that, like Slicer's layout
+  manager, creates a real ``vtkMRMLSliceLogic`` (hence the slice composite node) for every slice
+  view a layout adds.
+"""
+
+from __future__ import annotations
+
+import builtins
+import dataclasses
+import importlib.util
+import logging
+import sys
+import types
+import typing
+import unittest
+import xml.etree.ElementTree as ElementTree
+from pathlib import Path
+
+import slicer
+import slicer.util
+
+MODULE_FILE = Path(__file__).resolve().parents[1] / "PETPartialVolumeCorrection" / "PETPartialVolumeCorrection.py"
+UI_FILE = MODULE_FILE.parent / "Resources" / "UI" / "PETPartialVolumeCorrection.ui"
+
+
+# --- Qt widgets ---------------------------------------------------------------------------------
+
+#: Per widget class: the attribute holding its value and the signal a user change emits.
+VALUE_SIGNALS = {
+    "QCheckBox": ("checked", "toggled(bool)"),
+    "QComboBox": ("currentIndex", "currentIndexChanged(int)"),
+    "QSpinBox": ("value", "valueChanged(int)"),
+    "QDoubleSpinBox": ("value", "valueChanged(double)"),
+    "QLineEdit": ("text", "textChanged(QString)"),
+    "qMRMLNodeComboBox": ("currentNodeValue", "currentNodeChanged(vtkMRMLNode*)"),
+}
+
+
+def _property_value(element):
+    child = element[0]
+    if child.tag == "bool":
+        return child.text == "true"
+    if child.tag == "number":
+        return int(child.text)
+    if child.tag == "double":
+        return float(child.text)
+    if child.tag == "stringlist":
+        return [item.text for item in child]
+    return child.text if child.text is not None else ""
+
+
+class FakeWidget:
+    """A widget of a ``.ui`` file: its class name, object name, properties and signal connections."""
+
+    def __init__(self, className: str, objectName: str, properties: dict):
+        self.className = className
+        self.objectName = objectName
+        self.dynamicProperties = {}
+        self.enabled = True
+        self.visible = True
+        self.toolTip = ""
+        self.text = ""
+        self.value = 0
+        self.checked = False
+        self.currentIndex = -1
+        self.items = []
+        self.currentNodeValue = None
+        self.mrmlScene = None
+        self.sceneReceivers = []
+        self._connections = {}
+        for name, value in properties.items():
+            setattr(self, name, value)
+
+    def property(self, name):
+        return self.dynamicProperties.get(name)
+
+    def connect(self, signal: str, slot) -> None:
+        self._connections.setdefault(signal, []).append(slot)
+
+    def disconnect(self, signal: str, slot) -> None:
+        self._connections[signal].remove(slot)
+
+    def emit(self, signal: str, *arguments) -> None:
+        for slot in list(self._connections.get(signal, [])):
+            slot(*arguments)
+
+    def connectedSignals(self) -> set:
+        return {signal for signal, slots in self._connections.items() if slots}
+
+    # QComboBox
+    def addItem(self, text):
+        self.items.append(text)
+        if self.currentIndex < 0:
+            self.currentIndex = 0
+
+    def clear(self):
+        self.items, self.currentIndex = [], -1
+
+    @builtins.property  # the class's own property() is Qt's QObject.property
+    def currentText(self):
+        return self.items[self.currentIndex] if 0 <= self.currentIndex < len(self.items) else ""
+
+    # qMRMLNodeComboBox and qMRMLWidget
+    def currentNode(self):
+        return self.currentNodeValue
+
+    def setCurrentNode(self, node):
+        self.currentNodeValue = node
+
+    def setMRMLScene(self, scene):
+        self.mrmlScene = scene
+        for receiver in self.sceneReceivers:
+            receiver.setMRMLScene(scene)
+
+    # the user
+    def click(self):
+        assert self.enabled and self.visible, f"{self.objectName} cannot be clicked now"
+        self.emit("clicked(bool)", False)
+
+    def userSets(self, value):
+        """Change the widget's value as a user would (emits the class's change signal)."""
+        attribute, signal = VALUE_SIGNALS[self.className]
+        if self.className == "QComboBox":
+            value = self.items.index(value)
+        setattr(self, attribute, value)
+        self.emit(signal, value)
+
+
+class LayoutDouble:
+    def __init__(self):
+        self.widgets = []
+
+    def addWidget(self, widget):
+        self.widgets.append(widget)
+
+    def addStretch(self, stretch=0):
+        pass
+
+
+def load_ui(path) -> FakeWidget:
+    """The root widget of a ``.ui`` file, with every child widget as ``root.children[name]``."""
+    root_element = ElementTree.parse(path).getroot().find("widget")
+    widgets = {}
+    for element in root_element.iter("widget"):
+        properties = {}
+        dynamic = {}
+        for prop in element.findall("property"):
+            target = dynamic if prop.get("stdset") == "0" else properties
+            target[prop.get("name")] = _property_value(prop)
+        widget = FakeWidget(element.get("class"), element.get("name"), properties)
+        widget.dynamicProperties = dynamic
+        widgets[widget.objectName] = widget
+    root = widgets[root_element.get("name")]
+    for connection in ElementTree.parse(path).getroot().iter("connection"):
+        if connection.findtext("signal") == "mrmlSceneChanged(vtkMRMLScene*)":
+            widgets[connection.findtext("sender")].sceneReceivers.append(widgets[connection.findtext("receiver")])
+    root.children = widgets
+    return root
+
+
+def child_widget_variables(root: FakeWidget):
+    return types.SimpleNamespace(**{name: w for name, w in root.children.items() if w is not root})
+
+
+class QTimerDouble:
+    """A timer that fires when the test calls :meth:`fire`."""
+
+    def __init__(self):
+        self.interval = 0
+        self.active = False
+        self._slots = []
+
+    def setInterval(self, milliseconds):
+        self.interval = milliseconds
+
+    def connect(self, signal, slot):
+        assert signal == "timeout()"
+        self._slots.append(slot)
+
+    def start(self):
+        self.active = True
+
+    def stop(self):
+        self.active = False
+
+    def fire(self):
+        for slot in list(self._slots):
+            slot()
+
+
+class QFileDialogDouble:
+    chosenDirectory = ""
+
+    @classmethod
+    def getExistingDirectory(cls, parent=None, caption="", directory=""):
+        return cls.chosenDirectory
+
+
+def qt_module():
+    module = types.ModuleType("qt")
+    module.QTimer = QTimerDouble
+    module.QFileDialog = QFileDialogDouble
+    return module
+
+
+# --- the parameter node wrapper -----------------------------------------------------------------
+
+@dataclasses.dataclass
+class Choice:
+    choices: list
+
+
+@dataclasses.dataclass
+class WithinRange:
+    minimum: float
+    maximum: float
+
+
+#: The widget classes Slicer's guiConnectors can bind to each kind of parameter.
+CONNECTABLE_WIDGETS = {
+    "bool": {"QCheckBox", "QPushButton"},
+    "int": {"QSpinBox", "QSlider"},
+    "float": {"QDoubleSpinBox", "ctkSliderWidget"},
+    "choice": {"QComboBox"},
+    "str": {"QLineEdit", "QTextEdit"},
+    "node": {"qMRMLNodeComboBox"},
+}
+
+
+@dataclasses.dataclass
+class ParameterField:
+    name: str
+    base: object
+    annotations: tuple
+    default: object
+
+    @property
+    def nodeClasses(self):
+        members = typing.get_args(self.base) if typing.get_origin(self.base) is typing.Union else (self.base,)
+        if all(isinstance(m, type) and m.__name__.startswith("vtkMRML") for m in members):
+            return members
+        return None
+
+    @property
+    def choice(self):
+        return next((a for a in self.annotations if isinstance(a, Choice)), None)
+
+    @property
+    def kind(self) -> str:
+        if self.nodeClasses:
+            return "node"
+        if self.choice is not None:
+            return "choice"
+        return self.base.__name__
+
+    def check(self, value):
+        if self.nodeClasses:
+            if value is not None and not any(value.IsA(c.__name__) for c in self.nodeClasses):
+                raise ValueError(f"{self.name}: {value.GetClassName()} is not one of {self.nodeClasses}")
+            return
+        if self.choice is not None and value not in self.choice.choices:
+            raise ValueError(f"{self.name}: {value!r} is not one of {self.choice.choices}")
+        for annotation in self.annotations:
+            if isinstance(annotation, WithinRange) and not annotation.minimum <= value <= annotation.maximum:
+                raise ValueError(f"{self.name}: {value} is outside [{annotation.minimum}, {annotation.maximum}]")
+
+
+def parameterNodeWrapper(cls):
+    """Typed access to a ``vtkMRMLScriptedModuleNode`` (the double of Slicer's decorator)."""
+    hints = typing.get_type_hints(cls, include_extras=True)
+    fields = {}
+    for name, hint in hints.items():
+        base, annotations = hint, ()
+        if typing.get_origin(hint) is typing.Annotated:
+            base, *annotations = typing.get_args(hint)
+        fields[name] = ParameterField(name, base, tuple(annotations), getattr(cls, name, None))
+
+    class Wrapper:
+        allFields = fields
+
+        def __init__(self, parameterNode):
+            self.parameterNode = parameterNode
+            self._guiBindings = {}
+            for field in fields.values():
+                if not field.nodeClasses and not parameterNode.GetParameter(field.name):
+                    self._write(field, field.default)
+
+        def _write(self, field, value):
+            field.check(value)
+            if field.nodeClasses:
+                self.parameterNode.SetNodeReferenceID(field.name, value.GetID() if value else None)
+            else:
+                self.parameterNode.SetParameter(field.name, str(value))
+
+        def _read(self, field):
+            if field.nodeClasses:
+                return self.parameterNode.GetNodeReference(field.name)
+            text = self.parameterNode.GetParameter(field.name)
+            if field.base is bool:
+                return text == "True"
+            return field.base(text)
+
+        def connectGui(self, ui):
+            widgets = {w.property("SlicerParameterName"): w for w in vars(ui).values()
+                       if w.property("SlicerParameterName")}
+            bindings = []
+            for name, widget in widgets.items():
+                field = fields[name]
+                if widget.className not in CONNECTABLE_WIDGETS[field.kind]:
+                    raise RuntimeError(f"Unable to create GUI connector from {field.kind} '{name}' to "
+                                       f"widget type '{widget.className}'")
+                if field.kind == "choice":
+                    widget.clear()
+                    for choice in field.choice.choices:
+                        widget.addItem(str(choice))
+                attribute, signal = VALUE_SIGNALS[widget.className]
+
+                def fromWidget(*arguments, field=field, widget=widget, attribute=attribute):
+                    value = getattr(widget, attribute)
+                    self._write(field, field.choice.choices[value] if field.kind == "choice" else value)
+
+                widget.connect(signal, fromWidget)
+                bindings.append((field, widget, attribute, signal, fromWidget))
+            self._updateWidgets(bindings)
+            observer = self.parameterNode.AddObserver("ModifiedEvent", lambda *a: self._updateWidgets(bindings))
+            tag = object()
+            self._guiBindings[tag] = (bindings, observer)
+            return tag
+
+        def _updateWidgets(self, bindings):
+            for field, widget, attribute, _signal, _slot in bindings:
+                value = self._read(field)
+                setattr(widget, attribute, field.choice.choices.index(value) if field.kind == "choice" else value)
+
+        def disconnectGui(self, tag):
+            bindings, observer = self._guiBindings.pop(tag)
+            self.parameterNode.RemoveObserver(observer)
+            for _field, widget, _attribute, signal, slot in bindings:
+                widget.disconnect(signal, slot)
+
+    for field in fields.values():
+        setattr(Wrapper, field.name, property(lambda self, field=field: self._read(field),
+                                              lambda self, value, field=field: self._write(field, value)))
+    Wrapper.__name__ = Wrapper.__qualname__ = cls.__name__
+    Wrapper.__doc__ = cls.__doc__
+    return Wrapper
+
+
+def parameter_node_wrapper_module():
+    module = types.ModuleType("slicer.parameterNodeWrapper")
+    module.parameterNodeWrapper = parameterNodeWrapper
+    module.Choice = Choice
+    module.WithinRange = WithinRange
+    return module
+
+
+# --- ScriptedLoadableModule ---------------------------------------------------------------------
+
+class ModulePanelDouble:
+    """What a module's ``parent`` offers (title, help text, ... and whether it is shown)."""
+
+    isEntered = True
+
+
+class ScriptedLoadableModule:
+    def __init__(self, parent):
+        self.parent = parent
+
+
+class ScriptedLoadableModuleWidget:
+    def __init__(self, parent=None):
+        self.parent = parent or ModulePanelDouble()
+        self.moduleName = type(self).__name__[: -len("Widget")]
+
+    def setup(self):
+        self.layout = LayoutDouble()
+
+    def resourcePath(self, filename):
+        return str(Path(sys.modules[type(self).__module__].__file__).parent / "Resources" / filename)
+
+
+class ScriptedLoadableModuleLogic:
+    def __init__(self, parent=None):
+        self.moduleName = type(self).__name__[: -len("Logic")]
+
+    def getParameterNode(self):
+        scene = slicer.mrmlScene
+        node = scene.GetSingletonNode(self.moduleName, "vtkMRMLScriptedModuleNode")
+        if node is None:
+            node = slicer.vtkMRMLScriptedModuleNode()
+            node.SetName(self.moduleName)
+            node.SetSingletonTag(self.moduleName)
+            node.SetAttribute("ModuleName", self.moduleName)
+            node = scene.AddNode(node)
+        return node
+
+
+class ScriptedLoadableModuleTest(unittest.TestCase):
+    def delayDisplay(self, message, msec=None):
+        logging.info(message)
+
+
+def scripted_loadable_module_module():
+    module = types.ModuleType("slicer.ScriptedLoadableModule")
+    for name in ("ScriptedLoadableModule", "ScriptedLoadableModuleWidget", "ScriptedLoadableModuleLogic",
+                 "ScriptedLoadableModuleTest"):
+        setattr(module, name, globals()[name])
+    return module
+
+
+# --- the application ----------------------------------------------------------------------------
+
+class LayoutManagerDouble:
+    """Creates a real slice logic (and so a slice composite node) for every slice view a layout adds,
+    as Slicer's layout manager does when it makes the slice widgets."""
+
+    def __init__(self, scene, application_logic):
+        self.scene = scene
+        self.application_logic = application_logic
+        self.slice_logics = []
+        self.reset_slice_views_calls = 0
+        scene.AddObserver(scene.NodeAddedEvent, self._on_node_added)
+
+    def _on_node_added(self, caller, event):
+        for index in range(self.scene.GetNumberOfNodesByClass("vtkMRMLSliceNode")):
+            slice_node = self.scene.GetNthNodeByClass(index, "vtkMRMLSliceNode")
+            if any(logic.GetSliceNode() is slice_node for logic in self.slice_logics):
+                continue
+            logic = slicer.vtkMRMLSliceLogic()
+            logic.SetMRMLApplicationLogic(self.application_logic)
+            logic.SetMRMLScene(self.scene)
+            logic.SetSliceNode(slice_node)
+            self.slice_logics.append(logic)
+
+    def resetSliceViews(self):
+        self.reset_slice_views_calls += 1
+
+
+class SlicerApplicationDouble:
+    """``slicer.app``: a layout manager; a scene set up as Slicer's (layout, colours, orientations)."""
+
+    def __init__(self):
+        self.scene = slicer.vtkMRMLScene()
+        slicer.vtkMRMLSliceNode.AddDefaultSliceOrientationPresets(self.scene)
+        self.application_logic = slicer.vtkMRMLApplicationLogic()
+        self.application_logic.SetMRMLScene(self.scene)
+        self.color_logic = slicer.vtkMRMLColorLogic()
+        self.color_logic.SetMRMLScene(self.scene)
+        self._layout_manager = LayoutManagerDouble(self.scene, self.application_logic)
+        self.layout_logic = slicer.vtkMRMLLayoutLogic()
+        self.layout_logic.SetMRMLApplicationLogic(self.application_logic)
+        self.layout_logic.SetMRMLScene(self.scene)
+
+    def layoutManager(self):
+        return self._layout_manager
+
+    def mainWindow(self):
+        return None
+
+    def processEvents(self):
+        pass
+
+
+class MessagesDouble:
+    """Records the messages the module shows; answers confirmations with ``confirm``."""
+
+    def __init__(self, confirm=True):
+        self.errors = []
+        self.confirmations = []
+        self.confirm = confirm
+
+    def errorDisplay(self, text, windowTitle=None, **kwargs):
+        self.errors.append(text)
+
+    def confirmOkCancelDisplay(self, text, windowTitle=None, **kwargs):
+        self.confirmations.append(text)
+        return self.confirm
+
+
+def import_module_file(monkeypatch, name="PETPartialVolumeCorrectionUnderTest"):
+    """Import the Slicer module file with the doubles of what only Slicer provides."""
+    monkeypatch.setitem(sys.modules, "qt", qt_module())
+    monkeypatch.setitem(sys.modules, "slicer.ScriptedLoadableModule", scripted_loadable_module_module())
+    monkeypatch.setitem(sys.modules, "slicer.parameterNodeWrapper", parameter_node_wrapper_module())
+    monkeypatch.setattr(slicer, "ScriptedLoadableModule", sys.modules["slicer.ScriptedLoadableModule"], raising=False)
+    monkeypatch.setattr(slicer, "parameterNodeWrapper", sys.modules["slicer.parameterNodeWrapper"], raising=False)
+    spec = importlib.util.spec_from_file_location(name, MODULE_FILE)
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, name, module)
+    spec.loader.exec_module(module)
+    return module
+
+
+def install_application(monkeypatch, messages: MessagesDouble) -> SlicerApplicationDouble:
+    """Give ``slicer`` an application (``slicer.app``, ``slicer.mrmlScene``) and GUI utilities."""
+    application = SlicerApplicationDouble()
+    monkeypatch.setattr(slicer, "app", application, raising=False)
+    monkeypatch.setattr(slicer, "mrmlScene", application.scene, raising=False)
+    monkeypatch.setattr(slicer.util, "loadUI", load_ui)
+    monkeypatch.setattr(slicer.util, "childWidgetVariables", child_widget_variables)
+    monkeypatch.setattr(slicer.util, "errorDisplay", messages.errorDisplay)
+    monkeypatch.setattr(slicer.util, "confirmOkCancelDisplay", messages.confirmOkCancelDisplay)
+    monkeypatch.setattr(slicer.util, "mainWindow", application.mainWindow)
+    return application
