@@ -18,6 +18,7 @@ from .errors import PVCInputError
 COMMAND_MODULES = (
     "PETPartialVolumeCorrectionLib.commands",
     "PETPartialVolumeCorrectionLib.training.command",
+    "PETPartialVolumeCorrectionLib.classical.command",
 )
 
 EXIT_BAD_INPUT = 2
