@@ -254,7 +254,8 @@ class RegionSet:
 def _warn_background_added(voxels: float, background_id: int, source: str) -> None:
     warnings.warn(f"the regions leave {voxels:.0f} voxels uncovered: added a background region "
                   f"(number {background_id}, {source}) so that they are modelled; give a background "
-                  "region yourself, or pass add_background=False to leave them out (biased values)",
+                  "region yourself, or pass add_background=False (command line: --no-background) to leave them "
+                  "out (biased values)",
                   UserWarning, stacklevel=4)
 
 
