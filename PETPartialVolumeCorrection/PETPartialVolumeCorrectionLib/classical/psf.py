@@ -51,7 +51,10 @@ def check_fwhm(fwhm_mm, warn: bool = True) -> np.ndarray:
     Raises :class:`PVCInputError` for a wrong length, negative or non-finite values; warns
     (``UserWarning``) when an axis lies outside :data:`PLAUSIBLE_FWHM_MM`.
     """
-    values = np.asarray(fwhm_mm, dtype=float).ravel()
+    try:
+        values = np.asarray(fwhm_mm, dtype=float).ravel()
+    except (TypeError, ValueError):
+        raise PVCInputError(f"PSF FWHM must be numbers in mm (x y z), got {fwhm_mm!r}") from None
     if values.size == 1:
         values = np.repeat(values, 3)
     if values.size != 3:
@@ -145,14 +148,15 @@ def blur(volume: np.ndarray, kernels, threads: Optional[int] = None) -> np.ndarr
     """
     dtype = np.float64 if volume.dtype == np.float64 else np.float32
     volume = np.asarray(volume, dtype=dtype)
-    active_axes = [axis for axis in range(3) if len(kernels[axis]) > 1]
+    # In-plane axes (y, x) first, then z: the same order, so the same rounding, on any thread count.
+    in_plane = [axis for axis in (1, 2) if len(kernels[axis]) > 1]
+    active_axes = in_plane + ([0] if len(kernels[0]) > 1 else [])
     out = np.empty_like(volume)
     threads = min(threads or BLUR_THREADS, volume.shape[0], volume.shape[1])
     if volume.size < THREADED_BLUR_MIN_VOXELS or threads < 2:
         _blur_axes(volume, kernels, active_axes, out)
         return out
-    # In-plane axes (y, x) on slabs along z, then z on slabs along y: each slab is independent.
-    in_plane = [axis for axis in active_axes if axis != 0]
+    # In-plane axes on slabs along z, then z on slabs along y: each slab is independent.
     z_slabs = np.array_split(np.arange(volume.shape[0]), threads)
     y_slabs = np.array_split(np.arange(volume.shape[1]), threads)
     with ThreadPoolExecutor(threads) as pool:
