@@ -8,6 +8,7 @@ and ``.json`` per regional method (GTM, Labbe), and ``<stem>_classical.json`` wi
 
 from __future__ import annotations
 
+import csv
 import json
 import sys
 import time
@@ -46,8 +47,10 @@ def read_region_names(path) -> dict[int, str]:
         raise PVCInputError(f"{path}: cannot read the region names ({error.strerror})") from None
     for line in lines:
         line = line.split("#", 1)[0].strip()
-        separator = "," if "," in line else ("\t" if "\t" in line else None)
-        fields = [f.strip().strip('"') for f in line.split(separator)]
+        if "," in line:
+            fields = [f.strip() for f in next(csv.reader([line]))]
+        else:
+            fields = [f.strip() for f in line.split("\t" if "\t" in line else None)]
         if len(fields) >= 2 and fields[0].lstrip("-").isdigit() and fields[1]:
             names[int(fields[0])] = fields[1]
     if not names:
