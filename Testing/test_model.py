@@ -247,3 +247,12 @@ def test_library_modules_import_without_keras():
     code = ("import sys; import PETPartialVolumeCorrectionLib.model, PETPartialVolumeCorrectionLib.inference; "
             "assert 'keras' not in sys.modules and 'tensorflow' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ})
+
+
+def test_production_config_fits_the_default_windows_and_the_weight_size_limit():
+    from PETPartialVolumeCorrectionLib.inference import DEFAULT_PATCH_SIZE
+
+    production = ModelConfig()
+    assert all(side % production.size_multiple == 0 for side in DEFAULT_PATCH_SIZE.values())
+    parameters = build_model(production).count_params()
+    assert 2_000_000 < parameters and 4 * parameters <= 16 * 2 ** 20  # float32 weights <= 16 MiB
