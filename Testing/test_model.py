@@ -256,3 +256,21 @@ def test_production_config_fits_the_default_windows_and_the_weight_size_limit():
     assert all(side % production.size_multiple == 0 for side in DEFAULT_PATCH_SIZE.values())
     parameters = build_model(production).count_params()
     assert 2_000_000 < parameters and 4 * parameters <= 16 * 2 ** 20  # float32 weights <= 16 MiB
+
+
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_weights_saved_under_tensorflow_give_the_same_output_on_another_backend(saved_tiny_model, tmp_path,
+                                                                                backend):
+    import importlib.util
+
+    if importlib.util.find_spec(backend) is None:
+        pytest.skip(f"{backend} is not installed")
+    folder, keras_model = saved_tiny_model
+    windows = np.random.default_rng(4).random((1, 16, 16, 16), dtype=np.float32)
+    np.save(tmp_path / "windows.npy", windows)
+    code = ("import sys, numpy as np; from PETPartialVolumeCorrectionLib.model import load_model; "
+            f"m = load_model(sys.argv[1], 'cpu'); np.save(sys.argv[3], m.predict_batch(np.load(sys.argv[2])))")
+    subprocess.run([sys.executable, "-c", code, str(folder), str(tmp_path / "windows.npy"),
+                    str(tmp_path / "out.npy")], check=True, env={**os.environ, "KERAS_BACKEND": backend})
+    expected = keras_model.predict_on_batch(windows[..., None])[..., 0]
+    np.testing.assert_allclose(np.load(tmp_path / "out.npy"), expected, atol=1e-5)
