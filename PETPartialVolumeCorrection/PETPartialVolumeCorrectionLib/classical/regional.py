@@ -20,7 +20,7 @@ by up to that factor.
 from __future__ import annotations
 
 import csv
-import io as _textio
+from io import StringIO
 import json
 import os
 import tempfile
@@ -34,7 +34,7 @@ from scipy import linalg, optimize
 
 from ..errors import PVCInputError
 from ..progress import report, scaled
-from .regions import BlurredRegions, _intersect, _relative, blur_regions
+from .regions import BlurredRegions, blur_regions, intersect_boxes, relative_box
 
 #: Condition numbers above this draw a warning (relative errors in the regional means may grow
 #: by up to this factor in the corrected values). For scale: a 101-region brain phantom (3.5 mm
@@ -99,7 +99,7 @@ class GTMResult:
 
     def write_csv(self, path, force: bool = False) -> Path:
         """Write :meth:`to_table` as CSV (atomic; refuses an existing file unless ``force``)."""
-        buffer = _textio.StringIO()
+        buffer = StringIO()
         writer = csv.DictWriter(buffer, fieldnames=TABLE_COLUMNS, lineterminator="\n")
         writer.writeheader()
         for row in self.to_table():
@@ -211,7 +211,7 @@ def _overlapping_pairs(first_boxes, second_boxes):
     highs_b = np.array([[s.stop for s in b] for b in second_boxes])
     overlap = np.all((lows_a[:, None, :] < highs_b[None, :, :]) & (lows_b[None, :, :] < highs_a[:, None, :]), axis=2)
     for i, j in zip(*np.nonzero(overlap)):
-        yield int(i), int(j), _intersect(first_boxes[i], second_boxes[j])
+        yield int(i), int(j), intersect_boxes(first_boxes[i], second_boxes[j])
 
 
 def _dot(first: np.ndarray, second: np.ndarray) -> float:
@@ -229,8 +229,8 @@ def transfer_matrix(blurred: BlurredRegions) -> np.ndarray:
     grown_boxes = [blurred.grown_boxes[n] for n in explicit]
     for a, b, overlap in _overlapping_pairs(grown_boxes, tight_boxes):
         i, j = explicit[a], explicit[b]
-        numerator[j, i] = _dot(blurred.blurred[i][_relative(overlap, blurred.grown_boxes[i])],
-                               regions[j].weights[_relative(overlap, regions[j].box)])
+        numerator[j, i] = _dot(blurred.blurred[i][relative_box(overlap, blurred.grown_boxes[i])],
+                               regions[j].weights[relative_box(overlap, regions[j].box)])
     if background is not None:
         # Background row: its weights are 1 - sum R_k; column: its blur is 1 - sum h*R_k.
         for i in explicit:
@@ -252,8 +252,8 @@ def labbe_system(pet: np.ndarray, blurred: BlurredRegions) -> tuple[np.ndarray, 
         if b < a:
             continue
         i, k = explicit[a], explicit[b]
-        gram[i, k] = gram[k, i] = _dot(blurred.blurred[i][_relative(overlap, boxes[a])],
-                                       blurred.blurred[k][_relative(overlap, boxes[b])])
+        gram[i, k] = gram[k, i] = _dot(blurred.blurred[i][relative_box(overlap, boxes[a])],
+                                       blurred.blurred[k][relative_box(overlap, boxes[b])])
     for i in explicit:
         projection[i] = _dot(blurred.blurred[i], pet[blurred.grown_boxes[i]])
     if background is not None:

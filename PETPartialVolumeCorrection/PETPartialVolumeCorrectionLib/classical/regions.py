@@ -66,7 +66,7 @@ def _grow_box(box: Box, radii, shape) -> Box:
     return tuple(slice(max(s.start - r, 0), min(s.stop + r, n)) for s, r, n in zip(box, radii, shape))
 
 
-def _intersect(first: Box, second: Box) -> Optional[Box]:
+def intersect_boxes(first: Box, second: Box) -> Optional[Box]:
     starts = [max(a.start, b.start) for a, b in zip(first, second)]
     stops = [min(a.stop, b.stop) for a, b in zip(first, second)]
     if any(start >= stop for start, stop in zip(starts, stops)):
@@ -74,7 +74,7 @@ def _intersect(first: Box, second: Box) -> Optional[Box]:
     return tuple(slice(start, stop) for start, stop in zip(starts, stops))
 
 
-def _relative(inner: Box, outer: Box) -> Box:
+def relative_box(inner: Box, outer: Box) -> Box:
     """``inner`` expressed in the coordinates of ``outer`` (which contains it)."""
     return tuple(slice(i.start - o.start, i.stop - o.start) for i, o in zip(inner, outer))
 
@@ -396,9 +396,9 @@ class BlurredRegions:
         if self.blurred[index] is None:
             return 1.0 - self.blurred_sum()[box]
         out = np.zeros(tuple(s.stop - s.start for s in box), dtype=np.float32)
-        overlap = _intersect(box, grown)
+        overlap = intersect_boxes(box, grown)
         if overlap is not None:
-            out[_relative(overlap, box)] = self.blurred[index][_relative(overlap, grown)]
+            out[relative_box(overlap, box)] = self.blurred[index][relative_box(overlap, grown)]
         return out
 
     def blurred_combination(self, coefficients) -> np.ndarray:
@@ -422,7 +422,7 @@ class BlurredRegions:
 
         def blur_within(index: int) -> np.ndarray:
             region, grown = regions[index], self.grown_boxes[index]
-            inner = _relative(region.box, grown)
+            inner = relative_box(region.box, grown)
             padded = np.zeros(tuple(s.stop - s.start for s in grown), dtype=np.float32)
             padded[inner] = region.weights * image[region.box]
             numerator = blur(padded, self.kernels, threads=1)[inner]
@@ -470,7 +470,7 @@ def blur_region_set(regions: RegionSet, *, fwhm_mm, spacing_mm, kernel: str = "g
     def blur_one(index: int) -> None:
         region, grown = regions.regions[index], grown_boxes[index]
         padded = np.zeros(tuple(s.stop - s.start for s in grown), dtype=np.float32)
-        padded[_relative(region.box, grown)] = region.weights
+        padded[relative_box(region.box, grown)] = region.weights
         blurred[index] = blur(padded, kernels, threads=1)
 
     todo = [n for n, r in enumerate(regions.regions) if not r.is_added_background]
