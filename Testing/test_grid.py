@@ -13,10 +13,11 @@ SHAPE = (48, 64, 56)  # [z, y, x]
 BLOB_CENTRE = (-20.0, 25.0, -10.0)  # LPS mm, inside the oblique field of view
 
 
-def test_standard_grid_is_1mm_256_axis_aligned_and_centred(oblique_geometry):
+def test_standard_grid_is_1mm_256_ras_ordered_and_centred(oblique_geometry):
     standard = standard_grid_geometry(SHAPE, oblique_geometry)
     assert standard.spacing == (1.0, 1.0, 1.0)
-    np.testing.assert_allclose(standard.direction, np.eye(3))
+    # Arrays run left->right, posterior->anterior, inferior->superior (RAS), as the simulator's grid.
+    np.testing.assert_allclose(standard.direction, np.diag([-1.0, -1.0, 1.0]))
     np.testing.assert_allclose(standard.world_center((256, 256, 256)), oblique_geometry.world_center(SHAPE),
                                atol=1e-9)
 

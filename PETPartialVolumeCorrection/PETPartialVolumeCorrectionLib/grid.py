@@ -1,9 +1,11 @@
 """The founding study's standard grid (1 mm isotropic, 256^3) and the way back to the input's grid.
 
-The standard grid is axis-aligned in LPS (identity direction: array ``[z, y, x]`` runs
-inferior->superior, anterior->posterior, right->left), 1 mm voxels, 256 voxels per axis, centred
-on the physical centre of the input image, so it overlays the input exactly in world coordinates
-whatever the input's direction cosines (oblique or flipped) and voxel size.
+The standard grid is axis-aligned and RAS-ordered like MNI templates and SPM reslices (array
+``[z, y, x]`` runs inferior->superior, posterior->anterior, left->right; in ITK's LPS terms the
+direction is diag(-1, -1, 1)), 1 mm voxels, 256 voxels per axis, centred on the physical centre of
+the input image. It overlays the input exactly in world coordinates whatever the input's direction
+cosines (oblique or flipped) and voxel size, and it is the orientation the network is trained in
+(the simulator's grid).
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from .geometry import Geometry
 
 STANDARD_SPACING_MM = 1.0
 STANDARD_SIZE = 256
+#: Direction cosines (LPS columns of the i, j, k axes) of the standard grid: RAS-ordered arrays.
+STANDARD_DIRECTION = np.diag([-1.0, -1.0, 1.0])
 
 
 def standard_grid_geometry(shape_zyx, geometry: Geometry, size: int = STANDARD_SIZE,
@@ -22,7 +26,8 @@ def standard_grid_geometry(shape_zyx, geometry: Geometry, size: int = STANDARD_S
     """Geometry of the standard grid for an input of ``shape_zyx`` voxels and ``geometry``."""
     centre = geometry.world_center(shape_zyx)[:3]
     half_extent = (size - 1) / 2.0 * spacing_mm
-    return Geometry((spacing_mm,) * 3, tuple(centre - half_extent), np.eye(3))
+    origin = centre - STANDARD_DIRECTION @ np.full(3, half_extent)
+    return Geometry((spacing_mm,) * 3, tuple(origin), STANDARD_DIRECTION)
 
 
 def world_bounding_box(shape_zyx, geometry: Geometry) -> tuple[np.ndarray, np.ndarray]:

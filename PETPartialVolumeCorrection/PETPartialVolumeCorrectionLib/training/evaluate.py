@@ -17,7 +17,6 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from ..geometry import Geometry
 from ..metrics import rmse, ssim
 from ..progress import ProgressCallback, report
 
@@ -87,7 +86,7 @@ def evaluate_on_simulated(model, seeds: Sequence[int], settings=None, mode: str 
         report(progress, index / len(seeds), f"subject {index + 1}/{len(seeds)} (seed {seed})")
         subject = simulate_subject(seed, settings)
         start = time.perf_counter()
-        result = correct_volume(subject.pet_1mm, Geometry(subject.spacing_mm), model=model, mode=mode)
+        result = correct_volume(subject.pet_1mm, subject.geometry, model=model, mode=mode)
         seconds = time.perf_counter() - start
         images = {"input": subject.pet_1mm, "sharpen": result.sharpened, "network": result.corrected}
         references = {"mg_target": subject.mg_target, "truth": subject.truth}
