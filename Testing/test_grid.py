@@ -51,7 +51,15 @@ def test_voxel_values_match_at_the_same_world_point(oblique_geometry):
 def test_field_of_view_wider_than_256_mm_is_refused_with_what_would_be_cut():
     geometry = Geometry((2.0, 2.0, 2.0))
     volume = np.ones((60, 150, 150), dtype=np.float32)  # 300 x 300 x 120 mm
-    with pytest.raises(PVCInputError, match=r"x \(R-L\): 300 mm, 22 mm cut on each side"):
+    with pytest.raises(PVCInputError, match=r"x \(R-L\): 300 mm, 22 mm cut on each side.*27\.[0-9]% of the activity"):
         resample_to_standard_grid(volume, geometry)
     cropped, _ = resample_to_standard_grid(volume, geometry, crop_fov=True)
     assert cropped.shape == (256, 256, 256)
+
+
+def test_wide_field_of_view_with_only_air_outside_is_accepted():
+    geometry = Geometry((2.0, 2.0, 2.0))
+    volume = np.zeros((60, 150, 150), dtype=np.float32)  # 300 mm wide, activity in the central 200 mm
+    volume[10:50, 25:125, 25:125] = 1.0
+    standard, _ = resample_to_standard_grid(volume, geometry)
+    assert standard.sum() == pytest.approx(volume.sum() * 8.0, rel=0.01)  # 2 mm -> 1 mm voxels: x8

@@ -39,19 +39,44 @@ def world_bounding_box(shape_zyx, geometry: Geometry) -> tuple[np.ndarray, np.nd
     return corners_world.min(axis=0), corners_world.max(axis=0)
 
 
-def check_field_of_view(shape_zyx, geometry: Geometry, size: int = STANDARD_SIZE,
+#: Share of the image's total (positive) activity that may lie outside the standard grid and be cut
+#: without asking: scanners' fields of view are often wider than 256 mm, with only air at the edges.
+MAX_CUT_ACTIVITY_FRACTION = 0.005
+
+
+def activity_outside_grid(volume: np.ndarray, geometry: Geometry, grid: Geometry,
+                          size: int = STANDARD_SIZE) -> float:
+    """Fraction of ``volume``'s positive activity in voxels whose centres fall outside ``grid``."""
+    to_grid_index = np.linalg.inv(grid.index_to_world()) @ geometry.index_to_world()
+    j, i = np.meshgrid(np.arange(volume.shape[1]), np.arange(volume.shape[2]), indexing="ij")
+    positive = np.maximum(volume, 0.0)
+    outside_sum = 0.0
+    for k in range(volume.shape[0]):  # slice by slice: no full-volume coordinate arrays
+        ijk = np.stack([i, j, np.full_like(i, k), np.ones_like(i)]).reshape(4, -1)
+        grid_index = (to_grid_index @ ijk)[:3]
+        outside = np.any((grid_index < -0.5) | (grid_index > size - 0.5), axis=0).reshape(i.shape)
+        outside_sum += float(positive[k][outside].sum())
+    return outside_sum / max(float(positive.sum()), np.finfo(float).tiny)
+
+
+def check_field_of_view(volume: np.ndarray, geometry: Geometry, size: int = STANDARD_SIZE,
                         spacing_mm: float = STANDARD_SPACING_MM) -> None:
-    """Raise :class:`PVCInputError` when the image extends beyond the standard grid, saying how much
-    of it (mm on each side, per LPS axis) would be cut."""
-    low, high = world_bounding_box(shape_zyx, geometry)
+    """Raise :class:`PVCInputError` when the image extends beyond the standard grid and more than
+    :data:`MAX_CUT_ACTIVITY_FRACTION` of its activity would be cut, saying how much (mm on each side
+    per axis, share of the activity)."""
+    low, high = world_bounding_box(volume.shape, geometry)
     extent = high - low
-    grid_extent = size * spacing_mm
-    over = extent - grid_extent
-    if np.any(over > 0.5 * spacing_mm):
-        cut = ", ".join(f"{axis}: {extent[n]:.0f} mm, {max(over[n], 0) / 2:.0f} mm cut on each side"
+    over = extent - size * spacing_mm
+    if not np.any(over > 0.5 * spacing_mm):
+        return
+    cut_fraction = activity_outside_grid(volume, geometry, standard_grid_geometry(volume.shape, geometry,
+                                                                                  size, spacing_mm), size)
+    if cut_fraction > MAX_CUT_ACTIVITY_FRACTION:
+        cut = ", ".join(f"{axis}: {extent[n]:.0f} mm, {over[n] / 2:.0f} mm cut on each side"
                         for n, axis in enumerate(("x (R-L)", "y (A-P)", "z (I-S)")) if over[n] > 0.5 * spacing_mm)
-        raise PVCInputError(f"field of view is larger than the {grid_extent:.0f} mm standard grid ({cut}); "
-                            "crop the image to the head, or pass --crop-fov to cut it centred")
+        raise PVCInputError(f"field of view is larger than the {size * spacing_mm:.0f} mm standard grid ({cut}) "
+                            f"and {cut_fraction:.1%} of the activity lies there; crop the image to the head, "
+                            "or pass --crop-fov to cut it centred")
 
 
 def _resample(volume: np.ndarray, geometry: Geometry, target_shape_zyx, target_geometry: Geometry,
@@ -76,13 +101,13 @@ def resample_to_standard_grid(volume: np.ndarray, geometry: Geometry, crop_fov: 
     """Resample ``volume`` (``[z, y, x]``, any units) onto the 1 mm 256^3 standard grid.
 
     Voxels of the grid outside the input are 0. Raises :class:`PVCInputError` when the input's field
-    of view exceeds 256 mm along an axis, unless ``crop_fov``.
+    of view exceeds 256 mm along an axis with activity (not just air) beyond, unless ``crop_fov``.
 
     Returns:
         float32 array of shape (256, 256, 256) and the standard grid's geometry.
     """
     if not crop_fov:
-        check_field_of_view(volume.shape, geometry)
+        check_field_of_view(volume, geometry)
     target = standard_grid_geometry(volume.shape, geometry)
     return _resample(volume, geometry, (STANDARD_SIZE,) * 3, target, interpolation), target
 
