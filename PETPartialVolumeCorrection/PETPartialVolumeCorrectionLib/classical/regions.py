@@ -89,13 +89,11 @@ class RegionSet:
     Attributes:
         shape: the grid's array shape ``[z, y, x]``.
         regions: the regions, the added background (if any) last.
-        probabilistic: True when built from probability maps.
     """
 
-    def __init__(self, shape, regions: list[Region], probabilistic: bool):
+    def __init__(self, shape, regions: list[Region]):
         self.shape = tuple(int(n) for n in shape)
         self.regions = regions
-        self.probabilistic = probabilistic
 
     @property
     def region_ids(self) -> np.ndarray:
@@ -198,7 +196,7 @@ class RegionSet:
                                   float(labels.size - covered), is_added_background=True))
             _warn_background_added(labels.size - covered, background_id,
                                    "label 0" if region_ids is None else "labels not in the region list")
-        return cls(labels.shape, regions, probabilistic=False)
+        return cls(labels.shape, regions)
 
     @classmethod
     def from_probabilities(cls, probabilities, *, region_ids=None, names=None, add_background: bool = True,
@@ -248,7 +246,7 @@ class RegionSet:
                                   is_added_background=True))
             if warn_background:
                 _warn_background_added(uncovered, background_id, "1 - sum of the probabilities")
-        return cls(grid_shape, regions, probabilistic=True)
+        return cls(grid_shape, regions)
 
 
 def _warn_background_added(voxels: float, background_id: int, source: str) -> None:
