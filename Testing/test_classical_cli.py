@@ -9,7 +9,7 @@ import SimpleITK as sitk
 
 from PETPartialVolumeCorrectionLib import cli
 from PETPartialVolumeCorrectionLib.classical import psf
-from PETPartialVolumeCorrectionLib.classical.command import read_region_names
+from PETPartialVolumeCorrectionLib.classical.command import output_names, read_region_names
 from PETPartialVolumeCorrectionLib.geometry import Geometry
 from PETPartialVolumeCorrectionLib.io import read_image, write_image
 
@@ -70,6 +70,8 @@ def test_gtm_rbv_and_vc_end_to_end(files, tmp_path, capsys):
         assert int(row["voxels"]) == np.count_nonzero(labels == int(row["label"]))
     table = json.loads((out / "pet_gtm.json").read_text())
     assert table["regions"][0]["corrected_value"] == pytest.approx(4.0, rel=1e-4)
+    regional_image, _ = read_image(out / "pet_gtm.nii.gz")  # each region filled with its corrected value
+    assert np.max(np.abs(regional_image - truth)) < 1e-4 * truth.max()
     rbv_image, rbv_geometry = read_image(out / "pet_rbv.nii.gz")
     assert rbv_geometry.matches(GEOMETRY)
     assert np.max(np.abs(rbv_image - truth)) < 1e-4 * truth.max()
@@ -98,6 +100,25 @@ def test_mueller_gaertner_end_to_end(files, tmp_path):
     settings = json.loads((out / "mg_pet_classical.json").read_text())
     assert settings["mg"]["wm_value"] == pytest.approx(1.0, rel=1e-4)
     assert settings["mg"]["csf_value"] == pytest.approx(0.5, rel=1e-4)
+
+
+def test_mueller_gaertner_from_a_tissue_label_image(files, tmp_path):
+    paths, labels, _ = files
+    tissue_labels = np.select([labels == 1, (labels == 2) | (labels == 3), labels == 4], [5, 7, 9], 0)
+    tissue_truth = np.select([tissue_labels == 5, tissue_labels == 7, tissue_labels == 9], [4.0, 1.0, 0.5], 0.0)
+    mg_pet, tissue_path = tmp_path / "mg_pet.nii.gz", tmp_path / "tissues.nii.gz"
+    write_image(psf.gaussian_blur(tissue_truth.astype(np.float32), FWHM, SPACING), GEOMETRY, mg_pet)
+    write_image(tissue_labels.astype(np.float32), GEOMETRY, tissue_path)
+    names = output_names(mg_pet, "mg")
+    assert names == {"corrected": "mg_pet_mg.nii.gz", "settings": "mg_pet_classical.json"}
+    out = tmp_path / "out"
+    assert run(mg_pet, "-o", out, "--method", "mg", "--psf", FWHM, FWHM, FWHM, "--labels", tissue_path,
+               "--tissue-labels", "5,7,9", "--wm-value", "gtm", "--csf-value", "gtm") == 0
+    corrected, _ = read_image(out / names["corrected"])
+    assert np.allclose(corrected[tissue_labels == 5], 4.0, rtol=1e-4)
+    assert "regions" not in json.loads((out / names["settings"]).read_text())  # no region method, no region blurs
+    assert run(mg_pet, "-o", tmp_path / "other", "--method", "mg", "--psf", FWHM, FWHM, FWHM,
+               "--labels", tissue_path) == 2  # default tissue labels 1,2,3 are absent
 
 
 def test_itk_kernel_is_recorded_and_used(files, tmp_path):
@@ -172,6 +193,8 @@ def test_existing_outputs_need_force(files, tmp_path, capsys):
     (["--method", "pvc"], "unknown method"),
     (["--method", "rbv"], "need regions"),
     (["--method", "mg"], "--gm and --wm"),
+    (["--method", "mg", "--labels", "{pet}", "--gm", "{pet}"], "--gm and --wm"),
+    (["--method", "mg", "--labels", "{pet}", "--tissue-labels", "1"], "--tissue-labels"),
     (["--method", "gtm", "--labels", "{pet}", "--region-ids", "1,x"], "comma-separated"),
     (["--method", "mg", "--gm", "{pet}", "--wm", "{pet}", "--wm-value", "median"], "eroded, gtm"),
     (["--method", "gtm", "--labels", "{pet}"], "non-integer"),

@@ -1,9 +1,10 @@
 """``pet-pvc classical``: classical PVC of one PET image with a segmentation (or tissue maps).
 
-Writes into the output folder, in the PET's own format (NIfTI for a DICOM series):
-``<stem>_<method>.<ext>`` per voxel-wise method (``rbv+vc`` -> ``_rbv_vc``), ``<stem>_<method>.csv``
-and ``.json`` per regional method (GTM, Labbe), and ``<stem>_classical.json`` with the settings
-(methods, PSF, kernel, regions, WM/CSF values, condition numbers, timings, warnings).
+Writes into the output folder (names from :func:`output_names`), in the PET's own format (NIfTI for
+a DICOM series): ``<stem>_<method>.<ext>`` per method (``rbv+vc`` -> ``_rbv_vc``; for GTM and Labbe
+the image of each region filled with its corrected value), ``<stem>_<method>.csv`` and ``.json``
+per regional method (GTM, Labbe), and ``<stem>_classical.json`` with the settings (methods, PSF,
+kernel, regions, WM/CSF values, condition numbers, timings, warnings).
 """
 
 from __future__ import annotations
@@ -26,6 +27,21 @@ REGION_METHODS = ("rbv", "iy", "mtc", "rbv+vc", "rbv+rl", "iy+vc", "iy+rl")
 MG_METHOD = "mg"
 DECONVOLUTION_METHODS = ("vc", "rl")
 METHODS = REGIONAL_METHODS + REGION_METHODS + (MG_METHOD,) + DECONVOLUTION_METHODS
+#: Default label values of GM, WM and CSF when MG takes its tissues from a label image (as Slicer's).
+DEFAULT_TISSUE_LABELS = "1,2,3"
+
+
+def output_names(input_path, method: str) -> dict:
+    """File names ``method`` writes for ``input_path``, by role: ``corrected`` (image), ``settings``
+    (JSON of the run), and for GTM/Labbe ``table`` (CSV) and ``table_json``."""
+    from ..io import image_stem, output_suffix
+
+    stem, suffix = image_stem(input_path), output_suffix(input_path)
+    base = f"{stem}_{method.replace('+', '_')}"
+    names = {"corrected": base + suffix, "settings": f"{stem}_classical.json"}
+    if method in REGIONAL_METHODS:
+        names.update({"table": base + ".csv", "table_json": base + ".json"})
+    return names
 
 
 def parse_methods(text: str) -> list[str]:
@@ -152,10 +168,6 @@ def _read_4d_frames(path):
     return frames, _geometry_from_sitk(image[:, :, :, 0])
 
 
-def _output_name(stem: str, method: str, suffix: str) -> str:
-    return f"{stem}_{method.replace('+', '_')}{suffix}"
-
-
 def _parse_number_or(text, choices):
     if text is None or text in choices:
         return text
@@ -171,20 +183,34 @@ def _check_region_arguments(args, methods) -> None:
         raise PVCInputError(f"method(s) {', '.join(needs_regions)} need regions: --labels SEG or --probabilities MAP")
     if args.labels and args.probabilities:
         raise PVCInputError("give the regions either with --labels or with --probabilities, not both")
-    if MG_METHOD in methods and not (args.gm and args.wm):
-        raise PVCInputError("method mg needs the tissue maps --gm and --wm (and optionally --csf)")
+    if MG_METHOD in methods and not ((args.gm and args.wm) or (args.labels and not (args.gm or args.wm))):
+        raise PVCInputError("method mg needs the tissue maps --gm and --wm (and optionally --csf), or a "
+                            "label image --labels with GM/WM/CSF labels (--tissue-labels)")
     _parse_number_or(args.wm_value, ("eroded", "gtm"))
     _parse_number_or(args.csf_value, ("gtm",))
     if args.region_ids:
         parse_region_ids(args.region_ids)
+    if len(parse_region_ids(args.tissue_labels, "--tissue-labels")) not in (2, 3):
+        raise PVCInputError(f"--tissue-labels takes the GM, WM (and CSF) label values, got {args.tissue_labels!r}")
 
 
-def parse_region_ids(text: str) -> list[int]:
+def parse_region_ids(text: str, option: str = "--region-ids") -> list[int]:
     """Comma-separated region numbers."""
     try:
         return [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise PVCInputError(f"--region-ids takes comma-separated whole numbers, got {text!r}") from None
+        raise PVCInputError(f"{option} takes comma-separated whole numbers, got {text!r}") from None
+
+
+def _tissue_maps_from_labels(labels: np.ndarray, tissue_labels: list[int]) -> list:
+    """GM, WM and CSF (None when absent or not asked for) 0/1 maps from a label image."""
+    maps = [(labels == value).astype(np.float32) for value in tissue_labels[:2]]
+    for name, value, tissue_map in zip(("GM", "WM"), tissue_labels, maps):
+        if not tissue_map.any():
+            raise PVCInputError(f"the label image has no {name} voxels (label {value}); "
+                                "set the tissue label values with --tissue-labels GM,WM,CSF")
+    csf = labels == tissue_labels[2] if len(tissue_labels) == 3 else None
+    return maps + [csf.astype(np.float32) if csf is not None and csf.any() else None]
 
 
 def _load(args, methods, settings: dict, timings: dict, progress):
@@ -198,10 +224,13 @@ def _load(args, methods, settings: dict, timings: dict, progress):
     settings["spacing_mm"] = list(geometry.spacing)
     inputs = [args.input]
     regions = tissues = None
-    if args.labels or args.probabilities:
-        if args.labels:
-            region_input = {"labels": _read_labels(args.labels, pet.shape, geometry, args.resample_labels)}
-            inputs.append(args.labels)
+    labels = None
+    if args.labels:
+        labels = _read_labels(args.labels, pet.shape, geometry, args.resample_labels)
+        inputs.append(args.labels)
+    if any(m in REGIONAL_METHODS + REGION_METHODS for m in methods):
+        if labels is not None:
+            region_input = {"labels": labels}
         else:
             region_input = {"probabilities": _read_probability_maps(args.probabilities, pet.shape, geometry,
                                                                      args.resample_labels)}
@@ -220,10 +249,14 @@ def _load(args, methods, settings: dict, timings: dict, progress):
                                                        else int(regions.regions.region_ids[background]))}
     if MG_METHOD in methods:
         start = time.perf_counter()
-        tissue_paths = [args.gm, args.wm] + ([args.csf] if args.csf else [])
-        maps = _read_probability_maps(tissue_paths, pet.shape, geometry, args.resample_labels)
-        inputs.extend(tissue_paths)
-        tissues = blur_tissue_maps(gm=maps[0], wm=maps[1], csf=maps[2] if args.csf else None, shape=pet.shape,
+        if args.gm:
+            tissue_paths = [args.gm, args.wm] + ([args.csf] if args.csf else [])
+            maps = _read_probability_maps(tissue_paths, pet.shape, geometry, args.resample_labels)
+            inputs.extend(tissue_paths)
+            maps += [None] * (3 - len(maps))
+        else:
+            maps = _tissue_maps_from_labels(labels, parse_region_ids(args.tissue_labels, "--tissue-labels"))
+        tissues = blur_tissue_maps(gm=maps[0], wm=maps[1], csf=maps[2], shape=pet.shape,
                                    progress=scaled(progress, 0.3, 0.4), **psf_args)
         timings["blur_tissue_maps"] = time.perf_counter() - start
     return pet, geometry, psf_args, regions, tissues, inputs
@@ -276,7 +309,7 @@ def _print_warnings(caught) -> list[str]:
 
 def run_classical(args) -> int:
     from .. import __version__
-    from ..io import image_stem, output_suffix, staged_outputs, write_staged_image
+    from ..io import staged_outputs, write_staged_image
     from .regional import GTMResult, write_text_atomic
 
     methods = parse_methods(args.method)
@@ -306,23 +339,20 @@ def run_classical(args) -> int:
                                  "deconvolution_iterations": args.deconvolution_iterations, "alpha": args.alpha,
                                  "tolerance": args.tolerance}})
 
-    stem, suffix = image_stem(args.input), output_suffix(args.input)
     files = {}
-    for method, result in results.items():
-        if isinstance(result, GTMResult):
-            files[f"{method} table"] = _output_name(stem, method, ".csv")
-            files[f"{method} json"] = _output_name(stem, method, ".json")
-        else:
-            files[method] = _output_name(stem, method, suffix)
-    files["settings"] = f"{stem}_classical.json"
+    for method in results:
+        names = output_names(args.input, method)
+        files.update({f"{method} {role}" if role != "corrected" else method: name
+                      for role, name in names.items() if role != "settings"})
+        files["settings"] = names["settings"]
     settings["outputs"] = dict(files)
     with staged_outputs(args.output_dir, list(files.values()), force=args.force, protected=inputs) as staging:
         for method, result in results.items():
             if isinstance(result, GTMResult):
                 result.write_csv(staging / files[f"{method} table"])
-                result.write_json(staging / files[f"{method} json"])
-            else:
-                write_staged_image(result, geometry, staging, files[method])
+                result.write_json(staging / files[f"{method} table_json"])
+                result = regions.regions.combine(result.values)
+            write_staged_image(result, geometry, staging, files[method])
         write_text_atomic(staging / files["settings"], json.dumps(settings, indent=2) + "\n")
     report(progress, 1.0, "done")
     for role, name in files.items():
@@ -348,9 +378,12 @@ def register(subparsers) -> None:
                              "frame per region (PETPVC's mask format)")
     parser.add_argument("--region-ids", help="comma-separated labels to use as regions (default: all but 0)")
     parser.add_argument("--label-names", help="region names: CSV (label,name), FreeSurfer LUT or Slicer color table")
-    parser.add_argument("--gm", help="GM probability map (method mg)")
+    parser.add_argument("--gm", help="GM probability map (method mg; without --gm/--wm, mg takes its tissues from "
+                                      "--labels)")
     parser.add_argument("--wm", help="WM probability map (method mg)")
     parser.add_argument("--csf", help="CSF probability map (method mg, optional)")
+    parser.add_argument("--tissue-labels", default=DEFAULT_TISSUE_LABELS,
+                        help="label values of GM,WM[,CSF] when mg takes its tissues from --labels (default 1,2,3)")
     parser.add_argument("--wm-value", default="eroded",
                         help="MG's WM activity: eroded (mean over eroded WM, as PETPVC; default), gtm (from a "
                              "GTM of the tissue maps, as PETPVE12), or a number in PET units")
