@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "PETPartialVolumeCorrectionLib.commands",
     "PETPartialVolumeCorrectionLib.training.command",
     "PETPartialVolumeCorrectionLib.classical.command",
+    "PETPartialVolumeCorrectionLib.simulation.command",
 )
 
 EXIT_BAD_INPUT = 2
