@@ -36,15 +36,41 @@ def load_pairs(folder, target: str):
     return [normalise_pair(pair) for pair in pairs_from_folder(folder)]
 
 
-def simulate_pairs(seeds, target: str, processes: int):
-    """Normalised pairs of freshly simulated subjects (in memory, in parallel)."""
-    from concurrent.futures import ProcessPoolExecutor
-
+def _simulate_normalised_pair(job):
+    """Worker: simulate one subject and return only its normalised pair (small to send back)."""
     from ..simulation import simulate_subject
     from .data import normalise_pair
 
+    seed, target = job
+    return normalise_pair(_simulated_pair(simulate_subject(seed), target))
+
+
+def simulate_pairs(seeds, target: str, processes: int, progress=None):
+    """Normalised pairs of freshly simulated subjects (in memory, ``processes`` in parallel)."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from ..progress import report
+
+    pairs = []
     with ProcessPoolExecutor(max_workers=processes) as pool:
-        return [normalise_pair(_simulated_pair(subject, target)) for subject in pool.map(simulate_subject, seeds)]
+        for pair in pool.map(_simulate_normalised_pair, [(seed, target) for seed in seeds]):
+            pairs.append(pair)
+            report(progress, len(pairs) / len(seeds), f"simulated {len(pairs)}/{len(seeds)} subjects")
+    return pairs
+
+
+def _code_version() -> str:
+    """The git commit of the source tree, when it is one (else the package version)."""
+    import subprocess
+
+    from .. import __version__
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                                text=True, check=True).stdout.strip()
+        return f"{__version__} (git {commit})"
+    except (OSError, subprocess.CalledProcessError):
+        return __version__
 
 
 def _run_train(args) -> int:
@@ -57,7 +83,7 @@ def _run_train(args) -> int:
     if bool(args.train_data) == bool(args.simulate_train):
         raise PVCInputError("give either --train-data/--val-data folders or --simulate-train/--simulate-val")
     config = ModelConfig(depth=args.depth, base_filters=args.base_filters, max_filters=args.max_filters,
-                         blocks_per_level=args.blocks_per_level)
+                         blocks_per_level=args.blocks_per_level, normalization=args.normalization)
     settings = TrainingSettings(patch_size=args.patch_size, grid_patches=not args.no_grid_patches,
                                 random_patches=args.random_patches, batch_size=args.batch_size,
                                 learning_rate=args.learning_rate, max_epochs=args.max_epochs,
@@ -69,13 +95,16 @@ def _run_train(args) -> int:
         train_pairs, val_pairs = load_pairs(args.train_data, args.target), load_pairs(args.val_data, args.target)
         data = {"source": "folders", "train": str(args.train_data), "validation": str(args.val_data)}
     else:
-        from ..simulation import split_seeds
+        from ..simulation import SimulationSettings, split_seeds
 
         train_seeds, val_seeds, _ = split_seeds(args.simulate_train, args.simulate_val, 0, args.seed)
-        train_pairs = simulate_pairs(train_seeds, args.target, args.processes)
-        val_pairs = simulate_pairs(val_seeds, args.target, args.processes)
-        data = {"source": "simulator (in memory)", "train_seeds": list(train_seeds),
-                "validation_seeds": list(val_seeds)}
+        train_pairs = simulate_pairs(train_seeds, args.target, args.processes, progress_reporter(args.progress))
+        val_pairs = simulate_pairs(val_seeds, args.target, args.processes, progress_reporter(args.progress))
+        simulation = SimulationSettings()
+        data = {"source": "simulator (in memory), default SimulationSettings", "split_base_seed": args.seed,
+                "train_seeds": list(train_seeds), "validation_seeds": list(val_seeds),
+                "psf_fwhm_mm_range": list(simulation.psf_fwhm_mm),
+                "scanner_voxel_mm_range": list(simulation.voxel_range_mm), "code_version": _code_version()}
     data.update(train_subjects=len(train_pairs), validation_subjects=len(val_pairs))
     history = fit(config, train_pairs, val_pairs, settings, output_dir, resume=args.resume,
                   progress=progress_reporter(args.progress))
@@ -105,7 +134,7 @@ def _run_train(args) -> int:
 
 def _run_evaluate(args) -> int:
     from ..model import find_model_dir, load_model
-    from ..simulation import SimulationSettings, split_seeds
+    from ..simulation import SimulationSettings, out_of_range_seeds, split_seeds
     from .evaluate import evaluate_on_simulated, file_stem, write_evaluation
 
     model = load_model(find_model_dir(args.model), device=args.device)
@@ -115,7 +144,7 @@ def _run_evaluate(args) -> int:
     _, _, test_seeds = split_seeds(0, 0, args.n, args.seed)
     sets = [("Held-out test set", test_seeds, None)]
     if args.out_of_range_n:
-        _, _, extra_seeds = split_seeds(0, 0, args.out_of_range_n, args.seed + 1)
+        extra_seeds = out_of_range_seeds(args.out_of_range_n, args.seed)
         sets.append(("Out-of-range test set", extra_seeds, SimulationSettings.out_of_range()))
     for title, seeds, settings in sets:
         table = evaluate_on_simulated(model, seeds, settings, mode=args.mode,
@@ -143,6 +172,8 @@ def register(subparsers) -> None:
     train.add_argument("--name", default="resunet3d-amyloid-pvc", help="model name in the card")
     for name in ("depth", "base_filters", "max_filters", "blocks_per_level"):
         train.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(architecture, name))
+    train.add_argument("--normalization", choices=("group", "none"), default=architecture.normalization,
+                       help="GroupNorm (statistics per window: train on windows of the inference size) or none")
     for name in ("patch_size", "random_patches", "batch_size", "max_epochs", "patience", "seed"):
         train.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name))
     train.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
