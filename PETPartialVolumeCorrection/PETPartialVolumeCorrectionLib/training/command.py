@@ -137,7 +137,8 @@ def _run_evaluate(args) -> int:
     from ..simulation import SimulationSettings, out_of_range_seeds, split_seeds
     from .evaluate import evaluate_on_simulated, file_stem, write_evaluation
 
-    model = load_model(find_model_dir(args.model), device=args.device)
+    model_dir = find_model_dir(args.model)
+    load_model(model_dir, device=args.device)  # a bad model fails here, before any simulation
     output_dir = Path(args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     summaries = {}
@@ -147,8 +148,8 @@ def _run_evaluate(args) -> int:
         extra_seeds = out_of_range_seeds(args.out_of_range_n, args.seed)
         sets.append(("Out-of-range test set", extra_seeds, SimulationSettings.out_of_range()))
     for title, seeds, settings in sets:
-        table = evaluate_on_simulated(model, seeds, settings, mode=args.mode,
-                                      progress=progress_reporter(args.progress),
+        table = evaluate_on_simulated(model_dir, seeds, settings, mode=args.mode, device=args.device,
+                                      processes=args.processes, progress=progress_reporter(args.progress),
                                       figure_path=output_dir / f"{file_stem(title)}.png")
         summaries[title] = write_evaluation(table, output_dir, title)
         print((output_dir / f"{file_stem(title)}.md").read_text())
@@ -192,6 +193,7 @@ def register(subparsers) -> None:
     evaluate.add_argument("--out-of-range-n", type=int, default=5, help="subjects outside the training ranges")
     evaluate.add_argument("--seed", type=int, default=0, help="base seed of the splits (as in training)")
     evaluate.add_argument("--mode", choices=("gaussian", "study"), default="gaussian")
+    evaluate.add_argument("--processes", type=int, default=2, help="subjects evaluated in parallel")
     evaluate.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
     evaluate.add_argument("--progress", choices=("bar", "lines", "none"), default="bar")
     evaluate.set_defaults(handler=_run_evaluate)

@@ -58,42 +58,72 @@ def parcel_suvr(image: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return np.array([suvr[str(i)] for i in present])
 
 
-def score_subject(table: EvaluationTable, name: str, images: dict, references: dict,
-                  labels: np.ndarray, seconds: float) -> None:
-    """Add one subject's scores: ``images`` by method, ``references`` by reference name."""
-    table.subjects.append(name)
-    table.seconds_per_subject.append(seconds)
+def score_images(images: dict, references: dict, labels: np.ndarray) -> dict:
+    """``scores[reference][method]``: SSIM, RMSE and per-parcel absolute relative SUVR errors."""
+    scores = {}
     for reference_name, reference in references.items():
         reference_suvr = parcel_suvr(reference, labels)
-        for method, image in images.items():
-            cell = table.scores[reference_name][method]
-            cell["ssim"].append(ssim(image, reference))
-            cell["rmse"].append(rmse(image, reference))
-            cell["suvr_abs_error"].append(np.abs(parcel_suvr(image, labels) / reference_suvr - 1.0))
+        scores[reference_name] = {
+            method: {"ssim": ssim(image, reference), "rmse": rmse(image, reference),
+                     "suvr_abs_error": np.abs(parcel_suvr(image, labels) / reference_suvr - 1.0)}
+            for method, image in images.items()}
+    return scores
 
 
-def evaluate_on_simulated(model, seeds: Sequence[int], settings=None, mode: str = "gaussian",
-                          progress: Optional[ProgressCallback] = None, figure_path=None) -> EvaluationTable:
-    """Score ``model`` (a loaded PVCModel) on the simulated subjects of ``seeds``.
+_LOADED_MODELS: dict = {}
 
-    With ``figure_path``, also draws the study's figure 6 for the first subject.
-    """
+
+def evaluate_subject(job) -> dict:
+    """Worker: simulate one test subject, correct it, score it. ``job`` = (model folder, device, seed,
+    simulation settings or None, inference mode, keep figure slices). The model is loaded once per
+    process."""
+    from ..model import load_model
     from ..pipeline import correct_volume
     from ..simulation import simulate_subject
 
+    model_dir, device, seed, settings, mode, keep_slices = job
+    if (model_dir, device) not in _LOADED_MODELS:
+        _LOADED_MODELS[(model_dir, device)] = load_model(model_dir, device=device)
+    subject = simulate_subject(seed, settings)
+    start = time.perf_counter()
+    result = correct_volume(subject.pet_1mm, subject.geometry, model=_LOADED_MODELS[(model_dir, device)], mode=mode,
+                            output_grid="native")  # the subject's grid: the standard one by default
+    seconds = time.perf_counter() - start
+    images = {"input": subject.pet_1mm, "sharpen": result.sharpened, "network": result.corrected}
+    scored = {"name": f"seed{seed}", "seconds": seconds, "status": subject.status,
+              "scores": score_images(images, {"mg_target": subject.mg_target, "truth": subject.truth},
+                                     subject.labels)}
+    if keep_slices:
+        axial = int(np.argmax(np.count_nonzero(subject.gm > 0.5, axis=(1, 2))))  # most grey matter
+        scored["slices"] = {**{m: image[axial] for m, image in images.items()}, "target": subject.mg_target[axial]}
+    return scored
+
+
+def evaluate_on_simulated(model_dir, seeds: Sequence[int], settings=None, mode: str = "gaussian",
+                          device: str = "auto", processes: int = 1,
+                          progress: Optional[ProgressCallback] = None, figure_path=None) -> EvaluationTable:
+    """Score the model in ``model_dir`` on the simulated subjects of ``seeds``, ``processes`` at a time.
+
+    With ``figure_path``, also draws the study's figure 6 for the first subject.
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    jobs = [(str(model_dir), device, seed, settings, mode, figure_path is not None and index == 0)
+            for index, seed in enumerate(seeds)]
     table = EvaluationTable()
-    for index, seed in enumerate(seeds):
-        report(progress, index / len(seeds), f"subject {index + 1}/{len(seeds)} (seed {seed})")
-        subject = simulate_subject(seed, settings)
-        start = time.perf_counter()
-        result = correct_volume(subject.pet_1mm, subject.geometry, model=model, mode=mode)
-        seconds = time.perf_counter() - start
-        images = {"input": subject.pet_1mm, "sharpen": result.sharpened, "network": result.corrected}
-        references = {"mg_target": subject.mg_target, "truth": subject.truth}
-        score_subject(table, f"seed{seed}", images, references, subject.labels, seconds)
-        if figure_path is not None and index == 0:
-            plot_comparison(images, subject.mg_target, figure_path, title=f"simulated subject, seed {seed}")
-    report(progress, 1.0, "evaluation done")
+    with ProcessPoolExecutor(max_workers=processes, mp_context=multiprocessing.get_context("spawn")) as pool:
+        for index, scored in enumerate(pool.map(evaluate_subject, jobs)):
+            table.subjects.append(scored["name"])
+            table.seconds_per_subject.append(scored["seconds"])
+            for reference, by_method in scored["scores"].items():
+                for method, metrics in by_method.items():
+                    for metric, value in metrics.items():
+                        table.scores[reference][method][metric].append(value)
+            if "slices" in scored:
+                plot_comparison(scored["slices"], figure_path, title=f"simulated subject {scored['name']} "
+                                                                      f"(amyloid {scored['status']})")
+            report(progress, (index + 1) / len(jobs), f"evaluated {index + 1}/{len(jobs)} subjects")
     return table
 
 
@@ -113,25 +143,31 @@ def format_table(summary: dict, title: str) -> str:
     return "\n".join(lines)
 
 
-def plot_comparison(images: dict, target: np.ndarray, path, title: str = "") -> None:
-    """The study's figure 6: one axial slice of input, sharpen, network, target, and network - target."""
+def plot_comparison(slices: dict, path, title: str = "") -> None:
+    """The study's figure 6: one axial slice of input, sharpen, network, MG target, and network - target.
+
+    ``slices`` holds 2D ``[y, x]`` arrays "input", "sharpen", "network", "target" (RAS-ordered grid:
+    shown with anterior up and the patient's right on the left, the radiological convention).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    axial = int(np.argmax(target.sum(axis=(1, 2))))  # the slice with the most activity
-    panels = [("input", images["input"]), ("sharpen", images["sharpen"]), ("3D-ResUNet", images["network"]),
-              ("MG target", target)]
-    vmax = float(np.percentile(target, 99.9))
+    def show(axis, image, **options):
+        return axis.imshow(image[::-1, ::-1], **options)  # RAS rows/columns -> anterior up, right on the left
+
+    panels = [("Input", slices["input"]), ("Sharpen filter", slices["sharpen"]),
+              ("3D-ResUNet", slices["network"]), ("MG target", slices["target"])]
+    vmax = float(np.percentile(slices["target"], 99.5))
     figure, axes = plt.subplots(1, 5, figsize=(17, 3.8))
     for axis, (label, image) in zip(axes, panels):
-        axis.imshow(image[axial], cmap="hot", vmin=0, vmax=vmax, origin="lower")
+        show(axis, image, cmap="hot", vmin=0, vmax=vmax)
         axis.set_title(label)
-    difference = images["network"][axial] - target[axial]
+    difference = slices["network"] - slices["target"]
     limit = float(np.percentile(np.abs(difference), 99.5)) or 1.0
-    shown = axes[4].imshow(difference, cmap="coolwarm", vmin=-limit, vmax=limit, origin="lower")
-    axes[4].set_title("3D-ResUNet - target")
+    shown = show(axes[4], difference, cmap="coolwarm", vmin=-limit, vmax=limit)
+    axes[4].set_title("3D-ResUNet - MG target")
     figure.colorbar(shown, ax=axes[4], fraction=0.046)
     for axis in axes:
         axis.axis("off")
