@@ -9,9 +9,10 @@ import SimpleITK as sitk
 
 from PETPartialVolumeCorrectionLib import cli
 from PETPartialVolumeCorrectionLib.classical import psf
-from PETPartialVolumeCorrectionLib.classical.command import output_names, read_region_names
+from PETPartialVolumeCorrectionLib.classical.command import correct_classical, output_names, read_region_names
 from PETPartialVolumeCorrectionLib.geometry import Geometry
 from PETPartialVolumeCorrectionLib.io import read_image, write_image
+from PETPartialVolumeCorrectionLib.progress import ProcessingCancelled
 
 SPACING = (2.0, 2.0, 2.0)
 FWHM = 6.0
@@ -192,7 +193,7 @@ def test_existing_outputs_need_force(files, tmp_path, capsys):
 @pytest.mark.parametrize("arguments, message", [
     (["--method", "pvc"], "unknown method"),
     (["--method", "rbv"], "need regions"),
-    (["--method", "mg"], "--gm and --wm"),
+    (["--method", "mg"], "needs GM and WM maps"),
     (["--method", "mg", "--labels", "{pet}", "--gm", "{pet}"], "--gm and --wm"),
     (["--method", "mg", "--labels", "{pet}", "--tissue-labels", "1"], "--tissue-labels"),
     (["--method", "gtm", "--labels", "{pet}", "--region-ids", "1,x"], "comma-separated"),
@@ -213,3 +214,17 @@ def test_region_names_from_csv_and_lut(tmp_path):
     lut = tmp_path / "lut.txt"
     lut.write_text("17  Left-Hippocampus   220 216 20 0\n\n# comment\n53\tRight-Hippocampus\t1 2 3 0\n")
     assert read_region_names(lut) == {17: "Left-Hippocampus", 53: "Right-Hippocampus"}
+
+
+def test_in_process_run_returns_the_image_and_its_record(files):
+    paths, labels, truth = files
+    pet, geometry = read_image(paths["pet"])
+    fractions = []
+    image, record = correct_classical(pet, geometry, "gtm", labels=labels, fwhm_mm=(FWHM,) * 3,
+                                      progress=lambda fraction, message: fractions.append(fraction))
+    assert np.max(np.abs(image - truth)) < 1e-4 * truth.max()
+    assert record["regional_table"]["regions"][0]["corrected_value"] == pytest.approx(4.0, rel=1e-4)
+    assert any("uncovered" in message for message in record["warnings"])
+    assert fractions[-1] == 1.0 and fractions == sorted(fractions)
+    with pytest.raises(ProcessingCancelled):
+        correct_classical(pet, geometry, "iy", labels=labels, fwhm_mm=(FWHM,) * 3, cancel=lambda: True)

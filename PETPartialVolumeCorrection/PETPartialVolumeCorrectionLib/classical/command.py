@@ -1,10 +1,12 @@
 """``pet-pvc classical``: classical PVC of one PET image with a segmentation (or tissue maps).
 
-Writes into the output folder (names from :func:`output_names`), in the PET's own format (NIfTI for
-a DICOM series): ``<stem>_<method>.<ext>`` per method (``rbv+vc`` -> ``_rbv_vc``; for GTM and Labbe
-the image of each region filled with its corrected value), ``<stem>_<method>.csv`` and ``.json``
-per regional method (GTM, Labbe), and ``<stem>_classical.json`` with the settings (methods, PSF,
-kernel, regions, WM/CSF values, condition numbers, timings, warnings).
+:func:`run_methods` runs one or several methods on arrays, sharing the region blurs; the command
+line (:func:`run_classical`) and the Slicer module (:func:`correct_classical`, in process) both use it.
+The command writes into the output folder (names from :func:`output_names`), in the PET's own format
+(NIfTI for a DICOM series): ``<stem>_<method>.<ext>`` per method (``rbv+vc`` -> ``_rbv_vc``; for
+GTM and Labbe the image of each region filled with its corrected value), ``<stem>_<method>.csv``
+and ``.json`` per regional method (GTM, Labbe), and ``<stem>_classical.json`` with the settings
+(methods, PSF, kernel, regions, WM/CSF values, condition numbers, timings, warnings).
 """
 
 from __future__ import annotations
@@ -14,12 +16,14 @@ import json
 import sys
 import time
 import warnings
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Optional, Union
 
 import numpy as np
 
 from ..errors import PVCInputError
-from ..progress import PROGRESS_STYLES, progress_reporter, report, scaled
+from ..progress import PROGRESS_STYLES, progress_reporter, raise_if_cancelled, report, scaled
 from .psf import KERNELS
 
 REGIONAL_METHODS = ("gtm", "labbe")
@@ -27,8 +31,61 @@ REGION_METHODS = ("rbv", "iy", "mtc", "rbv+vc", "rbv+rl", "iy+vc", "iy+rl")
 MG_METHOD = "mg"
 DECONVOLUTION_METHODS = ("vc", "rl")
 METHODS = REGIONAL_METHODS + REGION_METHODS + (MG_METHOD,) + DECONVOLUTION_METHODS
-#: Default label values of GM, WM and CSF when MG takes its tissues from a label image (as Slicer's).
-DEFAULT_TISSUE_LABELS = "1,2,3"
+#: Label values of GM, WM and CSF when MG takes its tissues from a label image (as the Slicer module's).
+DEFAULT_TISSUE_LABELS = (1, 2, 3)
+
+
+@dataclass
+class ClassicalOptions:
+    """Settings of a classical run (see docs/classical.md); per-axis values in ``(x, y, z)`` order.
+
+    Attributes:
+        fwhm_mm: PSF FWHM in mm ``(x, y, z)``; kernel: ``"gaussian"`` or ``"itk"``.
+        region_ids, names, add_background, non_negative: the regions' options (:func:`.gtm`).
+        iterations: iY updates; deconvolution_iterations, alpha, tolerance: VC/RL settings.
+        wm_value, csf_value, gm_threshold: MG's settings (:func:`.mueller_gaertner`).
+        tissue_labels: GM, WM (, CSF) label values when MG takes its tissues from a label image.
+    """
+
+    fwhm_mm: tuple
+    kernel: str = "gaussian"
+    region_ids: Optional[list] = None
+    names: Optional[dict] = None
+    add_background: bool = True
+    non_negative: bool = False
+    iterations: int = 10
+    deconvolution_iterations: int = 10
+    alpha: float = 1.5
+    tolerance: float = 0.01
+    wm_value: Union[str, float] = "eroded"
+    csf_value: Union[str, float, None] = None
+    gm_threshold: float = 0.5
+    tissue_labels: tuple = DEFAULT_TISSUE_LABELS
+
+    def __post_init__(self):
+        self.fwhm_mm = tuple(float(f) for f in np.broadcast_to(np.asarray(self.fwhm_mm, dtype=float), (3,)))
+        if len(self.tissue_labels) not in (2, 3):
+            raise PVCInputError(f"tissue labels (--tissue-labels) are the GM, WM (and CSF) label values, "
+                                f"got {self.tissue_labels}")
+
+
+@dataclass
+class ClassicalRun:
+    """What :func:`run_methods` made: an image per method (``[z, y, x]`` float32, PET units), the
+    GTM/Labbe tables, and a JSON-ready record of settings, condition numbers and timings."""
+
+    images: dict = field(default_factory=dict)
+    tables: dict = field(default_factory=dict)
+    record: dict = field(default_factory=dict)
+
+
+def parse_methods(text: str) -> list[str]:
+    """Comma-separated method names, checked, in the order given, without repeats."""
+    methods = [m.strip().lower() for m in text.split(",") if m.strip()]
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        raise PVCInputError(f"unknown method(s) {unknown or [text]}; choose from {', '.join(METHODS)}")
+    return list(dict.fromkeys(methods))
 
 
 def output_names(input_path, method: str) -> dict:
@@ -44,14 +101,157 @@ def output_names(input_path, method: str) -> dict:
     return names
 
 
-def parse_methods(text: str) -> list[str]:
-    """Comma-separated method names, checked, in the order given, without repeats."""
-    methods = [m.strip().lower() for m in text.split(",") if m.strip()]
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown or not methods:
-        raise PVCInputError(f"unknown method(s) {unknown or [text]}; choose from {', '.join(METHODS)}")
-    return list(dict.fromkeys(methods))
+def tissue_maps_from_labels(labels: np.ndarray, tissue_labels) -> tuple:
+    """GM, WM and CSF 0/1 maps (CSF None when not asked for or absent) from a label image."""
+    maps = [(labels == value).astype(np.float32) for value in tissue_labels[:2]]
+    for name, value, tissue_map in zip(("GM", "WM"), tissue_labels, maps):
+        if not tissue_map.any():
+            raise PVCInputError(f"the label image has no {name} voxels (label {value}); give the tissue label "
+                                "values (command line: --tissue-labels GM,WM,CSF)")
+    csf = labels == tissue_labels[2] if len(tissue_labels) == 3 else None
+    return maps[0], maps[1], csf.astype(np.float32) if csf is not None and csf.any() else None
 
+
+def _check_inputs(methods, labels, probabilities, tissue_maps) -> None:
+    needs_regions = [m for m in methods if m in REGIONAL_METHODS + REGION_METHODS]
+    if needs_regions and labels is None and probabilities is None:
+        raise PVCInputError(f"method(s) {', '.join(needs_regions)} need regions: a label image (--labels) "
+                            "or probability maps (--probabilities)")
+    if labels is not None and probabilities is not None:
+        raise PVCInputError("give the regions either as a label image or as probability maps, not both")
+    if MG_METHOD in methods and tissue_maps is None and labels is None:
+        raise PVCInputError("method mg needs GM and WM maps (--gm, --wm; --csf optional) or a label image "
+                            "with GM/WM/CSF labels (--labels, --tissue-labels)")
+
+
+def _parse_number_or(value, choices):
+    if value is None or value in choices or isinstance(value, (int, float)):
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        raise PVCInputError(f"expected one of {', '.join(choices)} or a number, got {value!r}") from None
+
+
+def run_methods(pet: np.ndarray, spacing_mm, methods, options: ClassicalOptions, *, labels=None,
+                probabilities=None, tissue_maps=None, progress=None, cancel=None) -> ClassicalRun:
+    """Run classical methods on one PET ``[z, y, x]``, blurring the regions (and tissue maps) once.
+
+    Args:
+        pet: the PET, PET units; spacing_mm: its voxel size ``(x, y, z)``.
+        methods: names from :data:`METHODS`.
+        labels / probabilities: the regions on the PET grid (region methods; labels also feed MG
+            when ``tissue_maps`` is None, through ``options.tissue_labels``).
+        tissue_maps: ``(gm, wm, csf or None)`` probability maps on the PET grid (MG).
+    """
+    from . import (blur_regions, blur_tissue_maps, gtm, iterative_yang, labbe, mg_compartment_values,
+                   mueller_gaertner, multi_target_correction, rbv, richardson_lucy, van_cittert)
+
+    methods = parse_methods(",".join(methods))
+    _check_inputs(methods, labels, probabilities, tissue_maps)
+    wm_value = _parse_number_or(options.wm_value, ("eroded", "gtm"))
+    csf_value = _parse_number_or(options.csf_value, ("gtm",))
+    psf_args = {"fwhm_mm": options.fwhm_mm, "spacing_mm": tuple(spacing_mm), "kernel": options.kernel}
+    run = ClassicalRun(record={"methods": list(methods), "psf_fwhm_mm": dict(zip("xyz", options.fwhm_mm)),
+                               "kernel": options.kernel, "spacing_mm": list(psf_args["spacing_mm"]),
+                               "options": {k: v for k, v in asdict(options).items()
+                                           if k not in ("fwhm_mm", "kernel", "names")}})
+    timings = run.record["timings_s"] = {}
+    conditions = run.record["condition_numbers"] = {}
+    regions = tissues = None
+    if any(m in REGIONAL_METHODS + REGION_METHODS for m in methods):
+        start = time.perf_counter()
+        regions = blur_regions(labels=labels, probabilities=probabilities, region_ids=options.region_ids,
+                               names=options.names, add_background=options.add_background, shape=pet.shape,
+                               progress=scaled(progress, 0.0, 0.3), cancel=cancel, **psf_args)
+        timings["blur_regions"] = round(time.perf_counter() - start, 3)
+        background = regions.regions.background_index
+        run.record["regions"] = {"ids": regions.regions.region_ids.tolist(), "added_background_id": (
+            None if background is None else int(regions.regions.region_ids[background]))}
+    if MG_METHOD in methods:
+        start = time.perf_counter()
+        gm, wm, csf = tissue_maps if tissue_maps is not None else tissue_maps_from_labels(labels,
+                                                                                         options.tissue_labels)
+        tissues = blur_tissue_maps(gm=gm, wm=wm, csf=csf, shape=pet.shape, progress=scaled(progress, 0.3, 0.4),
+                                   cancel=cancel, **psf_args)
+        timings["blur_tissue_maps"] = round(time.perf_counter() - start, 3)
+
+    deconvolution = {"deconvolution_iterations": options.deconvolution_iterations, "alpha": options.alpha,
+                     "tolerance": options.tolerance}
+    for number, method in enumerate(methods):
+        step = scaled(progress, 0.4 + 0.6 * number / len(methods), 0.4 + 0.6 * (number + 1) / len(methods))
+        report(step, 0.0, method)
+        raise_if_cancelled(cancel)
+        start = time.perf_counter()
+        if method in REGIONAL_METHODS:
+            table = (gtm if method == "gtm" else labbe)(pet, blurred_regions=regions,
+                                                        non_negative=options.non_negative)
+            conditions[method] = table.condition_number
+            run.tables[method] = table
+            run.images[method] = regions.regions.combine(table.values)
+        elif method == "mtc":
+            conditions.setdefault("gtm", gtm(pet, blurred_regions=regions,
+                                             non_negative=options.non_negative).condition_number)
+            run.images[method] = multi_target_correction(pet, blurred_regions=regions,
+                                                         non_negative=options.non_negative)
+        elif method.startswith("rbv"):
+            conditions.setdefault("gtm", gtm(pet, blurred_regions=regions,
+                                             non_negative=options.non_negative).condition_number)
+            run.images[method] = rbv(pet, blurred_regions=regions, non_negative=options.non_negative,
+                                     deconvolution=method[4:] or None, progress=step, cancel=cancel, **deconvolution)
+        elif method.startswith("iy"):
+            run.images[method] = iterative_yang(pet, blurred_regions=regions, iterations=options.iterations,
+                                                deconvolution=method[3:] or None, progress=step, cancel=cancel,
+                                                **deconvolution)
+        elif method == MG_METHOD:
+            values = mg_compartment_values(pet, tissues, wm_value=wm_value, csf_value=csf_value)
+            run.record["mg"] = {"wm_source": options.wm_value, "wm_value": values["wm"],
+                                "csf_source": options.csf_value, "csf_value": values["csf"],
+                                "gm_threshold": options.gm_threshold, "outside_gm_mask": "input PET, unchanged"}
+            run.images[method] = mueller_gaertner(pet, blurred_tissues=tissues, wm_value=values["wm"],
+                                                  csf_value=values["csf"], gm_threshold=options.gm_threshold)
+        elif method == "vc":
+            run.images[method] = van_cittert(pet, alpha=options.alpha, iterations=options.deconvolution_iterations,
+                                             tolerance=options.tolerance, progress=step, cancel=cancel, **psf_args)
+        else:
+            run.images[method] = richardson_lucy(pet, iterations=options.deconvolution_iterations, progress=step,
+                                                 cancel=cancel, **psf_args)
+        timings[method] = round(time.perf_counter() - start, 3)
+    report(progress, 1.0, "done")
+    return run
+
+
+def user_warning_messages(caught) -> list[str]:
+    """The distinct messages of the user-facing warnings (UserWarning, RuntimeWarning) in ``caught``."""
+    return list(dict.fromkeys(str(w.message) for w in caught
+                              if issubclass(w.category, (UserWarning, RuntimeWarning))))
+
+
+def correct_classical(volume: np.ndarray, geometry, method: str, *, labels=None, probabilities=None,
+                      tissue_maps=None, fwhm_mm, progress=None, cancel=None, **options) -> tuple[np.ndarray, dict]:
+    """One classical method on an in-memory PET (the Slicer module's in-process run).
+
+    Args:
+        volume: PET ``[z, y, x]``; geometry: its :class:`~..geometry.Geometry`.
+        method: a name from :data:`METHODS`.
+        labels, probabilities, tissue_maps: see :func:`run_methods` (on the PET grid).
+        fwhm_mm: PSF FWHM in mm ``(x, y, z)``; options: fields of :class:`ClassicalOptions`.
+
+    Returns: the corrected image (GTM/Labbe: the regions filled with their corrected values) and
+    the run's record, its warnings included (also under ``"regional_table"`` for GTM/Labbe).
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run = run_methods(volume, geometry.spacing, parse_methods(method),
+                          ClassicalOptions(fwhm_mm=fwhm_mm, **options), labels=labels, probabilities=probabilities,
+                          tissue_maps=tissue_maps, progress=progress, cancel=cancel)
+    run.record["warnings"] = user_warning_messages(caught)
+    if method in run.tables:
+        run.record["regional_table"] = run.tables[method].to_dict()
+    return run.images[method], run.record
+
+
+# --- the command line ----------------------------------------------------------------------------
 
 def read_region_names(path) -> dict[int, str]:
     """Region names from a text table: one region a line, number then name, separated by a comma,
@@ -73,6 +273,14 @@ def read_region_names(path) -> dict[int, str]:
         raise PVCInputError(f"{path}: no 'number name' lines found; give a CSV (label,name), a FreeSurfer LUT "
                             "or a Slicer color table")
     return names
+
+
+def parse_numbers(text: str, option: str) -> list[int]:
+    """Comma-separated whole numbers given to ``option``."""
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise PVCInputError(f"{option} takes comma-separated whole numbers, got {text!r}") from None
 
 
 def _on_pet_grid(volume, geometry, pet_shape, pet_geometry, path, resample: bool, interpolation: str):
@@ -168,193 +376,78 @@ def _read_4d_frames(path):
     return frames, _geometry_from_sitk(image[:, :, :, 0])
 
 
-def _parse_number_or(text, choices):
-    if text is None or text in choices:
-        return text
-    try:
-        return float(text)
-    except ValueError:
-        raise PVCInputError(f"expected one of {', '.join(choices)} or a number, got {text!r}") from None
+def _options_from_arguments(args) -> ClassicalOptions:
+    return ClassicalOptions(
+        fwhm_mm=tuple(args.psf), kernel=args.kernel,
+        region_ids=parse_numbers(args.region_ids, "--region-ids") if args.region_ids else None,
+        names=read_region_names(args.label_names) if args.label_names else None,
+        add_background=not args.no_background, non_negative=args.non_negative, iterations=args.iterations,
+        deconvolution_iterations=args.deconvolution_iterations, alpha=args.alpha, tolerance=args.tolerance,
+        wm_value=_parse_number_or(args.wm_value, ("eroded", "gtm")),
+        csf_value=_parse_number_or(args.csf_value, ("gtm",)), gm_threshold=args.gm_threshold,
+        tissue_labels=tuple(parse_numbers(args.tissue_labels, "--tissue-labels")))
 
 
-def _check_region_arguments(args, methods) -> None:
-    needs_regions = [m for m in methods if m in REGIONAL_METHODS + REGION_METHODS]
-    if needs_regions and not (args.labels or args.probabilities):
-        raise PVCInputError(f"method(s) {', '.join(needs_regions)} need regions: --labels SEG or --probabilities MAP")
-    if args.labels and args.probabilities:
-        raise PVCInputError("give the regions either with --labels or with --probabilities, not both")
-    if MG_METHOD in methods and not ((args.gm and args.wm) or (args.labels and not (args.gm or args.wm))):
-        raise PVCInputError("method mg needs the tissue maps --gm and --wm (and optionally --csf), or a "
-                            "label image --labels with GM/WM/CSF labels (--tissue-labels)")
-    _parse_number_or(args.wm_value, ("eroded", "gtm"))
-    _parse_number_or(args.csf_value, ("gtm",))
-    if args.region_ids:
-        parse_region_ids(args.region_ids)
-    if len(parse_region_ids(args.tissue_labels, "--tissue-labels")) not in (2, 3):
-        raise PVCInputError(f"--tissue-labels takes the GM, WM (and CSF) label values, got {args.tissue_labels!r}")
-
-
-def parse_region_ids(text: str, option: str = "--region-ids") -> list[int]:
-    """Comma-separated region numbers."""
-    try:
-        return [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise PVCInputError(f"{option} takes comma-separated whole numbers, got {text!r}") from None
-
-
-def _tissue_maps_from_labels(labels: np.ndarray, tissue_labels: list[int]) -> list:
-    """GM, WM and CSF (None when absent or not asked for) 0/1 maps from a label image."""
-    maps = [(labels == value).astype(np.float32) for value in tissue_labels[:2]]
-    for name, value, tissue_map in zip(("GM", "WM"), tissue_labels, maps):
-        if not tissue_map.any():
-            raise PVCInputError(f"the label image has no {name} voxels (label {value}); "
-                                "set the tissue label values with --tissue-labels GM,WM,CSF")
-    csf = labels == tissue_labels[2] if len(tissue_labels) == 3 else None
-    return maps + [csf.astype(np.float32) if csf is not None and csf.any() else None]
-
-
-def _load(args, methods, settings: dict, timings: dict, progress):
-    """Read the PET, the regions and the tissue maps; blur the regions once for all methods."""
+def _read_inputs(args, methods):
+    """The PET, its geometry, the regions and tissue maps on its grid, and every input path."""
     from ..io import read_image
-    from . import blur_regions, blur_tissue_maps
 
-    start = time.perf_counter()
+    if (args.gm or args.wm) and not (args.gm and args.wm):
+        raise PVCInputError("give both tissue maps --gm and --wm (--csf optional)")
     pet, geometry = read_image(args.input)
-    psf_args = {"fwhm_mm": tuple(args.psf), "spacing_mm": geometry.spacing, "kernel": args.kernel}
-    settings["spacing_mm"] = list(geometry.spacing)
-    inputs = [args.input]
-    regions = tissues = None
-    labels = None
+    inputs, labels, probabilities, tissue_maps = [args.input], None, None, None
     if args.labels:
         labels = _read_labels(args.labels, pet.shape, geometry, args.resample_labels)
         inputs.append(args.labels)
-    if any(m in REGIONAL_METHODS + REGION_METHODS for m in methods):
-        if labels is not None:
-            region_input = {"labels": labels}
-        else:
-            region_input = {"probabilities": _read_probability_maps(args.probabilities, pet.shape, geometry,
-                                                                     args.resample_labels)}
-            inputs.extend(args.probabilities)
-        names = read_region_names(args.label_names) if args.label_names else None
-        region_ids = parse_region_ids(args.region_ids) if args.region_ids else None
-        timings["read_inputs"] = time.perf_counter() - start
-        start = time.perf_counter()
-        regions = blur_regions(**region_input, region_ids=region_ids, names=names,
-                               add_background=not args.no_background, shape=pet.shape,
-                               progress=scaled(progress, 0.0, 0.3), **psf_args)
-        timings["blur_regions"] = time.perf_counter() - start
-        background = regions.regions.background_index
-        settings["regions"] = {"ids": regions.regions.region_ids.tolist(),
-                               "added_background_id": (None if background is None
-                                                       else int(regions.regions.region_ids[background]))}
-    if MG_METHOD in methods:
-        start = time.perf_counter()
-        if args.gm:
-            tissue_paths = [args.gm, args.wm] + ([args.csf] if args.csf else [])
-            maps = _read_probability_maps(tissue_paths, pet.shape, geometry, args.resample_labels)
-            inputs.extend(tissue_paths)
-            maps += [None] * (3 - len(maps))
-        else:
-            maps = _tissue_maps_from_labels(labels, parse_region_ids(args.tissue_labels, "--tissue-labels"))
-        tissues = blur_tissue_maps(gm=maps[0], wm=maps[1], csf=maps[2], shape=pet.shape,
-                                   progress=scaled(progress, 0.3, 0.4), **psf_args)
-        timings["blur_tissue_maps"] = time.perf_counter() - start
-    return pet, geometry, psf_args, regions, tissues, inputs
-
-
-def _run_method(method: str, pet, psf_args: dict, regions, tissues, args, settings: dict, conditions: dict, step):
-    """One method's result: a :class:`GTMResult` (gtm, labbe) or an image."""
-    from . import (gtm, iterative_yang, labbe, mg_compartment_values, mueller_gaertner, multi_target_correction,
-                   rbv, richardson_lucy, van_cittert)
-
-    deconvolution = {"deconvolution_iterations": args.deconvolution_iterations, "alpha": args.alpha,
-                     "tolerance": args.tolerance}
-    if method in REGIONAL_METHODS:
-        result = (gtm if method == "gtm" else labbe)(pet, blurred_regions=regions, non_negative=args.non_negative)
-        conditions[method] = result.condition_number
-        return result
-    if method in ("rbv", "mtc", "rbv+vc", "rbv+rl"):
-        conditions.setdefault("gtm", gtm(pet, blurred_regions=regions,
-                                         non_negative=args.non_negative).condition_number)
-    if method == "mtc":
-        return multi_target_correction(pet, blurred_regions=regions, non_negative=args.non_negative)
-    if method.startswith("rbv"):
-        return rbv(pet, blurred_regions=regions, non_negative=args.non_negative,
-                   deconvolution=method[4:] or None, progress=step, **deconvolution)
-    if method.startswith("iy"):
-        return iterative_yang(pet, blurred_regions=regions, iterations=args.iterations,
-                              deconvolution=method[3:] or None, progress=step, **deconvolution)
-    if method == MG_METHOD:
-        values = mg_compartment_values(pet, tissues, wm_value=_parse_number_or(args.wm_value, ("eroded", "gtm")),
-                                       csf_value=_parse_number_or(args.csf_value, ("gtm",)))
-        settings["mg"] = {"wm_source": args.wm_value, "wm_value": values["wm"], "csf_source": args.csf_value,
-                          "csf_value": values["csf"], "gm_threshold": args.gm_threshold,
-                          "outside_gm_mask": "input PET, unchanged"}
-        return mueller_gaertner(pet, blurred_tissues=tissues, wm_value=values["wm"], csf_value=values["csf"],
-                                gm_threshold=args.gm_threshold)
-    if method == "vc":
-        return van_cittert(pet, alpha=args.alpha, iterations=args.deconvolution_iterations,
-                           tolerance=args.tolerance, progress=step, **psf_args)
-    return richardson_lucy(pet, iterations=args.deconvolution_iterations, progress=step, **psf_args)
-
-
-def _print_warnings(caught) -> list[str]:
-    """Print each distinct user-facing warning once; return their messages."""
-    messages = list(dict.fromkeys(str(w.message) for w in caught
-                                  if issubclass(w.category, (UserWarning, RuntimeWarning))))
-    for message in messages:
-        print(f"pet-pvc classical: warning: {message}", file=sys.stderr)
-    return messages
+    if args.probabilities:
+        probabilities = _read_probability_maps(args.probabilities, pet.shape, geometry, args.resample_labels)
+        inputs.extend(args.probabilities)
+    if MG_METHOD in methods and args.gm:
+        paths = [args.gm, args.wm] + ([args.csf] if args.csf else [])
+        maps = _read_probability_maps(paths, pet.shape, geometry, args.resample_labels)
+        tissue_maps = (maps[0], maps[1], maps[2] if args.csf else None)
+        inputs.extend(paths)
+    return pet, geometry, labels, probabilities, tissue_maps, inputs
 
 
 def run_classical(args) -> int:
     from .. import __version__
     from ..io import staged_outputs, write_staged_image
-    from .regional import GTMResult, write_text_atomic
+    from .regional import write_text_atomic
 
     methods = parse_methods(args.method)
-    _check_region_arguments(args, methods)
+    options = _options_from_arguments(args)
+    _check_inputs(methods, args.labels, args.probabilities, (args.gm, args.wm) if args.gm else None)
     progress = progress_reporter(args.progress)
-    timings: dict[str, float] = {}
-    conditions: dict[str, float] = {}
-    results = {}
-    settings: dict = {"version": __version__, "input": str(args.input), "methods": methods,
-                      "psf_fwhm_mm": {"x": args.psf[0], "y": args.psf[1], "z": args.psf[2]}, "kernel": args.kernel}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            pet, geometry, psf_args, regions, tissues, inputs = _load(args, methods, settings, timings, progress)
-            for number, method in enumerate(methods):
-                step = scaled(progress, 0.4 + 0.6 * number / len(methods), 0.4 + 0.6 * (number + 1) / len(methods))
-                report(step, 0.0, method)
-                start = time.perf_counter()
-                results[method] = _run_method(method, pet, psf_args, regions, tissues, args, settings, conditions,
-                                              step)
-                timings[method] = time.perf_counter() - start
+            start = time.perf_counter()
+            pet, geometry, labels, probabilities, tissue_maps, inputs = _read_inputs(args, methods)
+            read_time = time.perf_counter() - start
+            run = run_methods(pet, geometry.spacing, methods, options, labels=labels, probabilities=probabilities,
+                              tissue_maps=tissue_maps, progress=progress)
         finally:
-            settings["warnings"] = _print_warnings(caught)
-    settings.update({"condition_numbers": conditions, "timings_s": {k: round(v, 3) for k, v in timings.items()},
-                     "options": {"non_negative": args.non_negative, "add_background": not args.no_background,
-                                 "region_ids": args.region_ids, "iterations": args.iterations,
-                                 "deconvolution_iterations": args.deconvolution_iterations, "alpha": args.alpha,
-                                 "tolerance": args.tolerance}})
+            messages = user_warning_messages(caught)
+            for message in messages:
+                print(f"pet-pvc classical: warning: {message}", file=sys.stderr)
+    record = {"version": __version__, "input": str(args.input), **run.record, "warnings": messages}
+    record["timings_s"] = {"read_inputs": round(read_time, 3), **record["timings_s"]}
 
     files = {}
-    for method in results:
+    for method in methods:
         names = output_names(args.input, method)
-        files.update({f"{method} {role}" if role != "corrected" else method: name
+        files.update({method if role == "corrected" else f"{method} {role}": name
                       for role, name in names.items() if role != "settings"})
         files["settings"] = names["settings"]
-    settings["outputs"] = dict(files)
+    record["outputs"] = dict(files)
     with staged_outputs(args.output_dir, list(files.values()), force=args.force, protected=inputs) as staging:
-        for method, result in results.items():
-            if isinstance(result, GTMResult):
-                result.write_csv(staging / files[f"{method} table"])
-                result.write_json(staging / files[f"{method} table_json"])
-                result = regions.regions.combine(result.values)
-            write_staged_image(result, geometry, staging, files[method])
-        write_text_atomic(staging / files["settings"], json.dumps(settings, indent=2) + "\n")
-    report(progress, 1.0, "done")
+        for method, image in run.images.items():
+            write_staged_image(image, geometry, staging, files[method])
+        for method, table in run.tables.items():
+            table.write_csv(staging / files[f"{method} table"])
+            table.write_json(staging / files[f"{method} table_json"])
+        write_text_atomic(staging / files["settings"], json.dumps(record, indent=2) + "\n")
     for role, name in files.items():
         print(f"{role}: {Path(args.output_dir) / name}")
     return 0
@@ -364,7 +457,8 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "classical", help="classical PVC with a segmentation: GTM, Labbe, RBV, iY, MTC, MG, VC, RL",
         description="Classical partial volume correction of one PET image. Region methods need --labels (or "
-                    "--probabilities); MG needs --gm/--wm (--csf); VC and RL need only the PSF. See docs/classical.md.")
+                    "--probabilities); MG needs --gm/--wm (--csf), or --labels with GM/WM/CSF labels; VC and RL "
+                    "need only the PSF. See docs/classical.md.")
     parser.add_argument("input", help="PET image: .nii/.nii.gz/.nrrd/.mha/.mhd file or DICOM series folder")
     parser.add_argument("-o", "--output-dir", required=True, help="folder for the results")
     parser.add_argument("--method", required=True,
@@ -378,11 +472,10 @@ def register(subparsers) -> None:
                              "frame per region (PETPVC's mask format)")
     parser.add_argument("--region-ids", help="comma-separated labels to use as regions (default: all but 0)")
     parser.add_argument("--label-names", help="region names: CSV (label,name), FreeSurfer LUT or Slicer color table")
-    parser.add_argument("--gm", help="GM probability map (method mg; without --gm/--wm, mg takes its tissues from "
-                                      "--labels)")
+    parser.add_argument("--gm", help="GM probability map (method mg)")
     parser.add_argument("--wm", help="WM probability map (method mg)")
     parser.add_argument("--csf", help="CSF probability map (method mg, optional)")
-    parser.add_argument("--tissue-labels", default=DEFAULT_TISSUE_LABELS,
+    parser.add_argument("--tissue-labels", default=",".join(map(str, DEFAULT_TISSUE_LABELS)),
                         help="label values of GM,WM[,CSF] when mg takes its tissues from --labels (default 1,2,3)")
     parser.add_argument("--wm-value", default="eroded",
                         help="MG's WM activity: eroded (mean over eroded WM, as PETPVC; default), gtm (from a "
