@@ -23,7 +23,6 @@ import csv
 from io import StringIO
 import json
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -122,13 +121,13 @@ def write_text_atomic(path, text: str, force: bool = False) -> Path:
     path = Path(path)
     if path.exists() and not force:
         raise PVCInputError(f"{path} exists; use --force to overwrite it")
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # plain open: the umask applies
     try:
-        with os.fdopen(handle, "w", newline="") as stream:
+        with open(temporary, "w", newline="") as stream:
             stream.write(text)
         os.replace(temporary, path)
     except BaseException:
-        Path(temporary).unlink(missing_ok=True)
+        temporary.unlink(missing_ok=True)
         raise
     return path
 
