@@ -21,7 +21,6 @@ from PETPartialVolumeCorrectionLib.simulation import (
     UNUSUAL_GRIDS, SimulationSettings, cortical_region_groups, mg_target, out_of_range_seeds, read_subject,
     rebuild_subject, reference_region_ids, regional_means, regional_suvr, simulate_subject, split_seeds,
     subject_stream, write_subject)
-from PETPartialVolumeCorrectionLib.simulation import regions
 from PETPartialVolumeCorrectionLib.simulation.anatomy import output_geometry
 from PETPartialVolumeCorrectionLib.simulation.dataset import VOLUMES
 from PETPartialVolumeCorrectionLib.simulation.scanner import resample, scan, scanner_geometry
