@@ -57,7 +57,7 @@ def test_fit_lowers_validation_loss_and_resumes(tmp_path):
                                 learning_rate=3e-3)
     history = fit(TINY, train, val, settings, tmp_path)
     assert history.epochs == [1, 2, 3, 4]
-    assert history.best_val_loss < history.val_loss[0]
+    assert history.best_val_loss < min(history.val_loss[0], history.initial_val_loss)
     with open(tmp_path / "loss_log.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]
@@ -67,6 +67,7 @@ def test_fit_lowers_validation_loss_and_resumes(tmp_path):
     resumed = fit(TINY, train, val, settings, tmp_path, resume=True)
     assert resumed.epochs == [1, 2, 3, 4, 5, 6]
     assert resumed.val_loss[:4] == history.val_loss
+    assert resumed.initial_val_loss == history.initial_val_loss
 
 
 def test_train_command_on_a_folder_of_real_pairs_writes_a_verified_model(tmp_path):

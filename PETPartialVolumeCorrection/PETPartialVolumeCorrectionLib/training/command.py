@@ -123,6 +123,7 @@ def _run_train(args) -> int:
                             "rbv": "region-based voxel-wise correction (RBV)"}[args.target],
         "data": data, "training": {**settings.to_dict(), "epochs_run": len(history.epochs),
                                    "best_epoch": history.best_epoch, "best_val_mse": history.best_val_loss,
+                                   "input_val_mse": history.initial_val_loss,
                                    "final_train_mse": history.train_loss[-1],
                                    "wall_time_s": time.perf_counter() - start,
                                    "hardware": hardware_description()},

@@ -53,6 +53,7 @@ class TrainingSettings:
 class TrainingHistory:
     """Per-epoch losses (MSE in normalised units) and wall time."""
 
+    initial_val_loss: Optional[float] = None  # before training: the input itself (identity network)
     epochs: list = field(default_factory=list)
     train_loss: list = field(default_factory=list)
     val_loss: list = field(default_factory=list)
@@ -116,6 +117,8 @@ def plot_learning_curve(history: TrainingHistory, path: Path) -> None:
     figure, axes = plt.subplots(figsize=(6, 4))
     axes.plot(history.epochs, history.train_loss, label="training loss")
     axes.plot(history.epochs, history.val_loss, label="validation loss")
+    if history.initial_val_loss is not None:
+        axes.axhline(history.initial_val_loss, color="grey", linestyle="--", label="validation loss of the input")
     if history.best_epoch is not None:
         axes.axvline(history.best_epoch, color="grey", linestyle=":", label=f"best epoch ({history.best_epoch})")
     axes.set_xlabel("epoch")
@@ -177,6 +180,8 @@ def fit(model_config, train_pairs: Sequence[NormalisedPair], val_pairs: Sequence
 
     val_rng = np.random.default_rng(settings.seed + 1_000_003)
     val_sources, val_targets = epoch_patches(val_pairs, settings, val_rng)
+    if not resume:  # the untrained network is the identity: this is the input's own loss
+        history.initial_val_loss = validation_loss(keras_model, val_sources, val_targets, settings.batch_size)
     rng = np.random.default_rng([settings.seed, start_epoch])
     started = time.perf_counter()
     for epoch in range(start_epoch, settings.max_epochs + 1):
