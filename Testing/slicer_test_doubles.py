@@ -430,20 +430,20 @@ class LayoutManagerDouble:
     def __init__(self, scene, application_logic):
         self.scene = scene
         self.application_logic = application_logic
-        self.slice_logics = []
+        self.slice_logics = {}  # slice node ID -> its slice logic
         self.reset_slice_views_calls = 0
         scene.AddObserver(scene.NodeAddedEvent, self._on_node_added)
 
     def _on_node_added(self, caller, event):
         for index in range(self.scene.GetNumberOfNodesByClass("vtkMRMLSliceNode")):
             slice_node = self.scene.GetNthNodeByClass(index, "vtkMRMLSliceNode")
-            if any(logic.GetSliceNode() is slice_node for logic in self.slice_logics):
+            if slice_node.GetID() in self.slice_logics:
                 continue
             logic = slicer.vtkMRMLSliceLogic()
+            self.slice_logics[slice_node.GetID()] = logic  # before SetSliceNode, which adds nodes
             logic.SetMRMLApplicationLogic(self.application_logic)
             logic.SetMRMLScene(self.scene)
             logic.SetSliceNode(slice_node)
-            self.slice_logics.append(logic)
 
     def resetSliceViews(self):
         self.reset_slice_views_calls += 1
