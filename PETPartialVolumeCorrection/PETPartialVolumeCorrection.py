@@ -169,10 +169,8 @@ class PETPartialVolumeCorrectionWidget(ScriptedLoadableModuleWidget, VTKObservat
         self.initializeParameterNode()
 
     def exit(self):
-        if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self._parameterNodeGuiTag = None
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGUIFromParameterNode)
+        # the GUI follows the parameter node again when the module is entered
+        self.setParameterNode(None)
 
     def onSceneStartClose(self, caller, event):
         self.setParameterNode(None)
@@ -237,7 +235,7 @@ class PETPartialVolumeCorrectionWidget(ScriptedLoadableModuleWidget, VTKObservat
             "method": support.METHOD_LABELS[parameters.method],
             "device": parameters.device,
             "mode": parameters.tilingMode,
-            "overlap": parameters.overlap,
+            "overlap": parameters.overlap if parameters.tilingMode == "gaussian" else None,
             "output_grid": "native" if parameters.nativeGrid else "standard",
             "crop_fov": parameters.cropFieldOfView,
             "model_folder": parameters.modelFolder.strip() or None,
@@ -278,7 +276,8 @@ class PETPartialVolumeCorrectionWidget(ScriptedLoadableModuleWidget, VTKObservat
         job, self._job = self._job, None
         try:
             corrected, sharpened = job.finish()
-            self.ui.statusLabel.text = f"Done: {corrected.GetName()}" + (f", {sharpened.GetName()}" if sharpened else "")
+            names = ", ".join(node.GetName() for node in (corrected, sharpened) if node is not None)
+            self.ui.statusLabel.text = "\n".join([f"Done: {names}"] + [f"Warning: {w}" for w in job.warnings])
             self.ui.progressBar.value = 100
         except ProcessingCancelled:
             self.ui.statusLabel.text = "Cancelled"
@@ -332,6 +331,7 @@ class PETPartialVolumeCorrectionJob:
         self.labelNode = labelNode
         self.showResult = showResult
         self.overlay = overlay
+        self.warnings = []
 
     def poll(self, progress=None) -> bool:
         return self.background.poll(progress)
@@ -342,6 +342,7 @@ class PETPartialVolumeCorrectionJob:
     def finish(self):
         """Load the results into the output nodes; returns (corrected node, sharpen node or None)."""
         outputs = self.background.outputs()
+        self.warnings = outputs.record.get("warnings", [])
         return self.logic.storeOutputs(outputs, self.inputVolumeNode, self.correctedVolumeNode,
                                        self.sharpenVolumeNode, self.background.options, self.labelNode,
                                        self.showResult, self.overlay)
@@ -508,8 +509,10 @@ class PETPartialVolumeCorrectionLogic(ScriptedLoadableModuleLogic):
     def storeOutputs(self, outputs: support.CorrectionOutputs, inputVolumeNode, correctedVolumeNode,
                      sharpenVolumeNode, options, labelNode=None, showResult: bool = True, overlay: bool = False):
         """Put a run's outputs into nodes (created when None); returns (corrected, sharpen or None)."""
+        for warning in outputs.record.get("warnings", []):
+            logging.warning("%s: %s", MODULE_TITLE, warning)
         scene = inputVolumeNode.GetScene()
-        suffix = "PVC" if options.method == support.DEEP_LEARNING else options.method.upper()
+        suffix = "PVC" if options.method == support.DEEP_LEARNING else options.method.upper().replace("+", "_")
         if correctedVolumeNode is None:
             correctedVolumeNode = scene.AddNewNodeByClass(
                 "vtkMRMLScalarVolumeNode", scene.GenerateUniqueName(f"{inputVolumeNode.GetName()}_{suffix}"))

@@ -21,7 +21,9 @@ from __future__ import annotations
 import builtins
 import dataclasses
 import importlib.util
+import inspect
 import logging
+import os
 import sys
 import types
 import typing
@@ -62,6 +64,13 @@ def _property_value(element):
     return child.text if child.text is not None else ""
 
 
+def _positional_parameter_count(function, at_most: int) -> int:
+    parameters = inspect.signature(function).parameters.values()
+    if any(p.kind == p.VAR_POSITIONAL for p in parameters):
+        return at_most
+    return min(at_most, sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in parameters))
+
+
 class FakeWidget:
     """A widget of a ``.ui`` file: its class name, object name, properties and signal connections."""
 
@@ -94,8 +103,9 @@ class FakeWidget:
         self._connections[signal].remove(slot)
 
     def emit(self, signal: str, *arguments) -> None:
+        """Call the connected slots; as PythonQt does, a slot may take fewer arguments than the signal."""
         for slot in list(self._connections.get(signal, [])):
-            slot(*arguments)
+            slot(*arguments[:_positional_parameter_count(slot, len(arguments))])
 
     def connectedSignals(self) -> set:
         return {signal for signal, slots in self._connections.items() if slots}
@@ -289,7 +299,7 @@ def parameterNodeWrapper(cls):
         fields[name] = ParameterField(name, base, tuple(annotations), getattr(cls, name, None))
 
     class Wrapper:
-        allFields = fields
+        allParameters = fields
 
         def __init__(self, parameterNode):
             self.parameterNode = parameterNode
@@ -346,10 +356,24 @@ def parameterNodeWrapper(cls):
                 setattr(widget, attribute, field.choice.choices.index(value) if field.kind == "choice" else value)
 
         def disconnectGui(self, tag):
+            if tag not in self._guiBindings:  # as Slicer's: an unknown tag (None) is no error
+                return
             bindings, observer = self._guiBindings.pop(tag)
             self.parameterNode.RemoveObserver(observer)
             for _field, widget, _attribute, signal, slot in bindings:
                 widget.disconnect(signal, slot)
+
+        def AddObserver(self, event, callback, priority=0.0):
+            return self.parameterNode.AddObserver(event, callback, priority)
+
+        def RemoveObserver(self, tag):
+            self.parameterNode.RemoveObserver(tag)
+
+        def StartModify(self):
+            return self.parameterNode.StartModify()
+
+        def EndModify(self, wasModified):
+            self.parameterNode.EndModify(wasModified)
 
     for field in fields.values():
         setattr(Wrapper, field.name, property(lambda self, field=field: self._read(field),
@@ -504,8 +528,13 @@ def import_module_file(monkeypatch, name="PETPartialVolumeCorrectionUnderTest"):
     return module
 
 
-def install_application(monkeypatch, messages: MessagesDouble) -> SlicerApplicationDouble:
-    """Give ``slicer`` an application (``slicer.app``, ``slicer.mrmlScene``) and GUI utilities."""
+def install_application(monkeypatch, messages: MessagesDouble, bin_folder: Path) -> SlicerApplicationDouble:
+    """Give ``slicer`` an application (``slicer.app``, ``slicer.mrmlScene``) and GUI utilities, and put
+    a ``PythonSlicer`` launcher (running this Python) on the PATH, as Slicer does."""
+    launcher = bin_folder / "PythonSlicer"
+    launcher.write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+    launcher.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_folder}{os.pathsep}{os.environ['PATH']}")
     application = SlicerApplicationDouble()
     monkeypatch.setattr(slicer, "app", application, raising=False)
     monkeypatch.setattr(slicer, "mrmlScene", application.scene, raising=False)

@@ -212,6 +212,15 @@ def test_worker_command_for_deep_learning_carries_every_option(tmp_path):
     assert "--native-grid" not in default and "--overlap" not in default and "--model" not in default
 
 
+def test_every_method_and_grid_offered_is_one_the_library_knows():
+    from PETPartialVolumeCorrectionLib.classical.command import METHODS
+    from PETPartialVolumeCorrectionLib.pipeline import OUTPUT_GRIDS
+
+    assert set(support.METHOD_LABELS.values()) - {support.DEEP_LEARNING} <= set(METHODS)
+    assert {m for m in METHODS if support.CorrectionOptions(method=m).needs_labels} == set(METHODS) - {"vc", "rl"}
+    assert support.OUTPUT_GRIDS == OUTPUT_GRIDS
+
+
 def test_worker_command_for_a_classical_method_passes_psf_and_labels(tmp_path):
     options = support.CorrectionOptions(method="rbv", fwhm_mm=(6.0, 6.5, 7.0))
     command = support.worker_command("py", "in.nrrd", tmp_path, options, labels_path="labels.nrrd")
@@ -226,7 +235,7 @@ def test_worker_command_for_a_classical_method_passes_psf_and_labels(tmp_path):
 
 @pytest.mark.parametrize("options, message", [
     ({"device": "tpu"}, "device must be one of"), ({"method": "magic"}, "method must be one of"),
-    ({"mode": "tiles"}, "mode must be one of"), ({"method": "rbv", "fwhm_mm": (6.0, 0.0, 6.0)}, "PSF FWHM"),
+    ({"mode": "tiles"}, "mode must be one of"), ({"method": "rbv", "fwhm_mm": (6.0, -1.0, 6.0)}, "PSF FWHM"),
 ])
 def test_invalid_options_are_input_errors(options, message):
     with pytest.raises(PVCInputError, match=message):
@@ -512,3 +521,27 @@ def test_gpu_advice_names_what_to_do():
 def test_missing_requirements_read_the_shipped_requirements_file(logic):
     assert Path(logic.requirementsPath()) == REQUIREMENTS
     assert logic.missingRequirements(None) == []  # this environment has the library's dependencies
+
+
+def test_background_classical_correction_matches_the_library_and_reports_its_warnings(logic, scene):
+    phantom = support.amyloid_phantom()
+    pet = logic.addVolumeNode(scene, phantom["pet"], phantom["geometry"], "phantom")
+    labels = logic.addVolumeNode(scene, phantom["labels"], phantom["geometry"], "labels", "vtkMRMLLabelMapVolumeNode")
+    job = logic.startProcessing(pet, labelNode=labels, method="iy", fwhm_mm=phantom["fwhm_mm"], showResult=False)
+    corrected, sharpened = job.wait()
+
+    assert sharpened is None and corrected.GetName() == "phantom_IY"
+    np.testing.assert_allclose(node_world_matrix(corrected), node_world_matrix(pet), atol=1e-6)
+    expected = support.run_in_process(phantom["pet"], phantom["geometry"], job.background.options,
+                                      labels=phantom["labels"])
+    np.testing.assert_allclose(slicer.util.arrayFromVolume(corrected), expected.corrected, rtol=1e-5, atol=1e-6)
+    assert any("background region" in warning for warning in job.warnings)
+
+
+def test_self_test_passes_here_with_the_classical_fallback(module, monkeypatch, caplog):
+    monkeypatch.setattr(slicer, "mrmlScene", slicer.vtkMRMLScene(), raising=False)
+    caplog.set_level("INFO")
+    self_test = module.PETPartialVolumeCorrectionTest()
+    self_test.runTest()
+    assert "classical RBV method with the phantom's own labels" in caplog.text
+    assert "RMSE to the true activity in the brain" in caplog.text

@@ -31,8 +31,9 @@ import numpy as np
 from .errors import PVCInputError
 from .geometry import Geometry
 from .inference import DEFAULT_OVERLAP
-from .progress import (CancelCheck, ProcessingCancelled, ProgressCallback, parse_progress_line,
-                       raise_if_cancelled, report)
+from .inference import MODES as TILING_MODES
+from .model import DEVICES
+from .progress import CancelCheck, ProcessingCancelled, ProgressCallback, parse_progress_line, report
 
 #: Flips x and y: maps LPS to RAS and back (its own inverse).
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -42,25 +43,23 @@ LIBRARY_PARENT = Path(__file__).resolve().parents[1]
 
 DEEP_LEARNING = "deep-learning"
 
-#: The methods offered in Slicer: label shown -> ``pet-pvc`` method (DEEP_LEARNING for ``correct``).
+#: The methods offered in the Slicer panel: label shown -> ``pet-pvc`` method (DEEP_LEARNING:
+#: ``correct``; the others: ``classical --method``, whose every method the logic accepts).
 METHOD_LABELS = {
     "Deep learning (no MRI needed)": DEEP_LEARNING,
-    "GTM (regions)": "gtm",
+    "GTM (regions filled with their values)": "gtm",
     "RBV (regions)": "rbv",
     "Iterative Yang (regions)": "iy",
-    "Mueller-Gaertner (GM/WM/CSF labels)": "mg",
+    "Multi-target correction (regions)": "mtc",
+    "Mueller-Gaertner (labels GM 1, WM 2, CSF 3)": "mg",
     "Van Cittert (PSF only)": "vc",
     "Richardson-Lucy (PSF only)": "rl",
 }
-#: Classical methods that need a label map (the rest need only the PSF).
-METHODS_NEEDING_LABELS = ("gtm", "rbv", "iy", "mg")
 
 #: The window overlap (voxels) the Slicer module starts with (that of the library's gaussian tiling).
 DEFAULT_OVERLAP_VOXELS = DEFAULT_OVERLAP["gaussian"]
 
-DEVICES = ("auto", "cpu", "gpu")
-TILING_MODES = ("gaussian", "study")
-OUTPUT_GRIDS = ("standard", "native")
+OUTPUT_GRIDS = ("standard", "native")  # the correction pipeline's (checked by the tests)
 KERAS_BACKENDS = ("tensorflow", "torch")
 
 #: Distributions that provide the ``tensorflow`` module; any of them satisfies a TensorFlow requirement.
@@ -74,10 +73,6 @@ SLICER_OPTION_NAMES = {
     "--model": "the Model folder setting (Deep learning, advanced)",
     "--native-grid": "the option 'Output on the input's grid' (Deep learning, advanced)",
 }
-
-#: Label values of the tissues in a label map for Mueller-Gaertner.
-MG_TISSUE_LABELS = {"gm": 1, "wm": 2, "csf": 3}
-
 
 # --- geometry -------------------------------------------------------------------------------------
 
@@ -131,19 +126,22 @@ class CorrectionOptions:
     keras_backend: str = "tensorflow"
 
     def __post_init__(self):
-        choices = {"method": tuple(METHOD_LABELS.values()), "device": DEVICES, "mode": TILING_MODES,
+        from .classical.command import METHODS
+        from .classical.psf import check_fwhm
+
+        choices = {"method": (DEEP_LEARNING,) + METHODS, "device": DEVICES, "mode": TILING_MODES,
                    "output_grid": OUTPUT_GRIDS, "keras_backend": KERAS_BACKENDS}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise PVCInputError(f"{name} must be one of {allowed}, not {getattr(self, name)!r}")
-        self.fwhm_mm = tuple(float(f) for f in np.broadcast_to(np.asarray(self.fwhm_mm, dtype=float), (3,)))
-        if self.method != DEEP_LEARNING and not all(0.0 < f <= 20.0 for f in self.fwhm_mm):
-            raise PVCInputError(f"PSF FWHM {self.fwhm_mm} mm: each axis must lie in (0, 20] mm "
-                                "(brain PET scanners: about 3.5 to 8.5 mm)")
+        self.fwhm_mm = tuple(float(f) for f in check_fwhm(self.fwhm_mm, warn=False))
 
     @property
     def needs_labels(self) -> bool:
-        return self.method in METHODS_NEEDING_LABELS
+        """Whether the method needs a label map of the regions (Van Cittert and Richardson-Lucy do not)."""
+        from .classical.command import MG_METHOD, REGION_METHODS, REGIONAL_METHODS
+
+        return self.method in REGIONAL_METHODS + REGION_METHODS + (MG_METHOD,)
 
 
 def worker_command(python_executable, input_path, output_dir, options: CorrectionOptions,
