@@ -163,6 +163,10 @@ class PETPartialVolumeCorrectionWidget(ScriptedLoadableModuleWidget, VTKObservat
     def cleanup(self):
         if self._job is not None:
             self._job.cancel()
+            try:
+                self._job.wait()  # removes the run's temporary folder
+            except ProcessingCancelled:
+                pass
         self.removeObservers()
 
     def enter(self):
@@ -247,8 +251,6 @@ class PETPartialVolumeCorrectionWidget(ScriptedLoadableModuleWidget, VTKObservat
         parameters = self._parameterNode
         options = self.correctionOptions()
         try:
-            deepLearning = options["method"] == support.DEEP_LEARNING
-            self.logic.ensureDependencies(options["keras_backend"] if deepLearning else None)
             self._job = self.logic.startProcessing(
                 parameters.inputVolume, parameters.correctedVolume, parameters.sharpenVolume,
                 labelNode=parameters.labelVolume, overlay=parameters.overlayOnInput, **options)
@@ -294,7 +296,7 @@ class PETPartialVolumeCorrectionWidget(ScriptedLoadableModuleWidget, VTKObservat
         self.ui.statusLabel.text = message
 
     def onBrowseModelFolder(self):
-        folder = qt.QFileDialog.getExistingDirectory(slicer.util.mainWindow(), "Model folder (weights + card.json)")
+        folder = qt.QFileDialog.getExistingDirectory(slicer.util.mainWindow(), "Model folder (model.weights.h5 + model_card.json)")
         if folder:
             self._parameterNode.modelFolder = folder
 
@@ -470,6 +472,7 @@ class PETPartialVolumeCorrectionLogic(ScriptedLoadableModuleLogic):
                                        labelNode=labelNode, showResult=showResult, overlay=overlay, **options)
             return job.wait(progress, cancel)
         correctionOptions = support.CorrectionOptions(**options)
+        self.ensureDependencies(self._kerasBackend(correctionOptions))
         volume, geometry = self.arrayAndGeometryFromVolumeNode(inputVolumeNode)
         labels, labelGeometry = self._labelsIfNeeded(correctionOptions, labelNode, inputVolumeNode)
         outputs = support.run_in_process(volume, geometry, correctionOptions, labels=labels,
@@ -480,8 +483,10 @@ class PETPartialVolumeCorrectionLogic(ScriptedLoadableModuleLogic):
     def startProcessing(self, inputVolumeNode, correctedVolumeNode=None, sharpenVolumeNode=None, *,
                         labelNode=None, showResult: bool = True, overlay: bool = False,
                         **options) -> PETPartialVolumeCorrectionJob:
-        """Start the correction in a background ``pet-pvc`` process; returns the job to poll."""
+        """Start the correction in a background ``pet-pvc`` process (after installing the Python
+        packages it needs, if the user agrees); returns the job to poll."""
         correctionOptions = support.CorrectionOptions(**options)
+        self.ensureDependencies(self._kerasBackend(correctionOptions))
         volume, geometry = self.arrayAndGeometryFromVolumeNode(inputVolumeNode)
         labels, labelGeometry = self._labelsIfNeeded(correctionOptions, labelNode, inputVolumeNode)
         background = support.BackgroundCorrection(volume, geometry, correctionOptions, labels=labels,
@@ -489,6 +494,11 @@ class PETPartialVolumeCorrectionLogic(ScriptedLoadableModuleLogic):
                                                   python_executable=self.workerPythonExecutable())
         return PETPartialVolumeCorrectionJob(self, background, inputVolumeNode, correctedVolumeNode,
                                              sharpenVolumeNode, labelNode, showResult, overlay)
+
+    @staticmethod
+    def _kerasBackend(options) -> Optional[str]:
+        """The Keras backend a run needs (None: no deep learning)."""
+        return options.keras_backend if options.method == support.DEEP_LEARNING else None
 
     def _labelsIfNeeded(self, options, labelNode, inputVolumeNode):
         if not options.needs_labels:

@@ -67,6 +67,24 @@ def identity_model_folder(tmp_path_factory):
     return save_tiny_model(tmp_path_factory.mktemp("models") / "identity", head_scale=0.0)
 
 
+#: Packages a fresh Slicer lacks that the library uses elsewhere (NIfTI checks, metrics, progress bars).
+NOT_IN_SLICER = ("nibabel", "skimage", "tqdm")
+
+
+def hide_packages_from_workers(monkeypatch, folder, packages):
+    """Make ``packages`` unimportable in worker processes started from now on (a sitecustomize
+    on their PYTHONPATH), to show what a run needs in Slicer's Python."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "sitecustomize.py").write_text(
+        "import importlib.abc, sys\n"
+        "class HidePackages(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        f"        if name.split('.')[0] in {tuple(packages)!r}:\n"
+        "            raise ModuleNotFoundError(f'No module named {name!r} (hidden by the test)')\n"
+        "sys.meta_path.insert(0, HidePackages())\n")
+    monkeypatch.setenv("PYTHONPATH", str(folder))
+
+
 def node_world_matrix(node) -> np.ndarray:
     matrix = vtk.vtkMatrix4x4()
     node.GetIJKToRASMatrix(matrix)
@@ -300,8 +318,11 @@ def test_cancel_ends_the_worker_and_the_process_it_started():
     assert not process_running(child_pid)
 
 
-def test_background_deep_learning_end_to_end_on_the_input_grid(logic, scene, oblique_geometry, tiny_model_folder):
-    """The real worker (python -m PETPartialVolumeCorrectionLib.cli correct) with a tiny model."""
+def test_background_deep_learning_end_to_end_on_the_input_grid(logic, scene, oblique_geometry, tiny_model_folder,
+                                                               monkeypatch, tmp_path):
+    """The real worker (python -m PETPartialVolumeCorrectionLib.cli correct) with a tiny model, with
+    only what Slicer ships plus Keras and TensorFlow."""
+    hide_packages_from_workers(monkeypatch, tmp_path / "hide", NOT_IN_SLICER)
     shape = NETWORK_SHAPE
     volume = small_pet(oblique_geometry, shape)
     node = logic.addVolumeNode(scene, volume, oblique_geometry, "PET")
@@ -494,7 +515,7 @@ def test_requirements_without_tensorflow_for_torch_and_without_keras_for_classic
         REQUIREMENTS.read_text(), keras_backend=backend)}
     assert "tensorflow-cpu" in names("tensorflow") or "tensorflow" in names("tensorflow")
     assert "keras" in names("torch") and not any(n.startswith("tensorflow") for n in names("torch"))
-    assert names(None) == {"numpy", "scipy", "SimpleITK", "nibabel", "scikit-image", "tqdm"}
+    assert names(None) == {"numpy", "scipy", "SimpleITK"}  # what Slicer ships
 
 
 def test_any_tensorflow_build_of_a_fitting_version_satisfies_the_requirement():
@@ -523,7 +544,10 @@ def test_missing_requirements_read_the_shipped_requirements_file(logic):
     assert logic.missingRequirements(None) == []  # this environment has the library's dependencies
 
 
-def test_background_classical_correction_matches_the_library_and_reports_its_warnings(logic, scene):
+def test_background_classical_correction_matches_the_library_and_reports_its_warnings(logic, scene, monkeypatch,
+                                                                                      tmp_path):
+    """The classical worker needs only what Slicer ships (no Keras, no TensorFlow)."""
+    hide_packages_from_workers(monkeypatch, tmp_path / "hide", NOT_IN_SLICER + ("keras", "tensorflow"))
     phantom = support.amyloid_phantom()
     pet = logic.addVolumeNode(scene, phantom["pet"], phantom["geometry"], "phantom")
     labels = logic.addVolumeNode(scene, phantom["labels"], phantom["geometry"], "labels", "vtkMRMLLabelMapVolumeNode")

@@ -232,18 +232,21 @@ def test_missing_packages_are_installed_only_after_the_user_agrees(module, widge
     installed = []
     monkeypatch.setattr(widget.logic, "missingRequirements", lambda backend: ["tensorflow-cpu>=2.16,<2.22"])
     monkeypatch.setattr(slicer.util, "pip_install", installed.append)
-    monkeypatch.setattr(widget.logic, "startProcessing", lambda *args, **kwargs: None)
     pet, _ = add_phantom(module)
     widget.ui.inputVolumeSelector.userSets(pet)
+    widget.ui.methodComboBox.userSets("Van Cittert (PSF only)")
 
     messages.confirm = False
     widget.ui.applyButton.click()
     assert installed == [] and "cannot run without these Python packages" in messages.errors[-1]
     assert "tensorflow-cpu>=2.16,<2.22" in messages.confirmations[-1]
+    assert widget._job is None
 
     messages.confirm = True
     widget.ui.applyButton.click()
     assert installed == [["tensorflow-cpu>=2.16,<2.22"]]
+    run_until_done(widget)
+    assert widget.ui.statusLabel.text.startswith("Done: phantom_VC")
 
 
 def test_slicer_5_12_installs_through_pip_ensure_which_asks_itself(module, widget, messages, monkeypatch):
