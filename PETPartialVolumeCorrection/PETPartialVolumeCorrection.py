@@ -47,7 +47,7 @@ class PETPartialVolumeCorrection(ScriptedLoadableModule):
         self.parent.dependencies = []
         self.parent.contributors = ["PETPartialVolumeCorrection contributors "
                                     "(https://github.com/PETPartialVolumeCorrection/SlicerPETPartialVolumeCorrection)"]
-        self.parent.helpText = """
+        self.parent.helpText = f"""
 <p>Partial volume correction (PVC) of brain amyloid PET. PET's limited resolution (point spread
 function, PSF, about 4-9 mm FWHM) spills activity across tissue borders, so thin grey matter (GM)
 looks weaker than it is and white matter (WM) uptake leaks into it. PVC restores the regional
@@ -61,11 +61,9 @@ that PVC is not mere sharpening.</p>
 <p><b>Classical methods</b> (GTM, RBV, iterative Yang, Mueller-Gaertner, Van Cittert,
 Richardson-Lucy) need the scanner's PSF FWHM and, except Van Cittert and Richardson-Lucy, a
 segmentation or label map of the regions on the PET (usually from a co-registered MRI).</p>
-<p><b>Limits</b>: the shipped network was trained on simulated amyloid PET (MNI152-based heads,
-PSF 4-9 mm, voxels 1-2.5 mm) to reproduce Mueller-Gaertner PVC with GTM white-matter values, the
-target of the founding study's SPM pipeline; its model card (Resources/Models) gives the data and
-the test scores. Results on other tracers, scanners or non-brain images are not validated.
-<b>This is research software, not a medical device: not for diagnosis or treatment.</b></p>
+<p><b>Limits</b>: {shippedModelSummary()} Results on other tracers, scanners or non-brain images
+are not validated. <b>This is research software, not a medical device: not for diagnosis or
+treatment.</b></p>
 <p>Long runs work in a background process (Cancel stops it). The first run asks to install the
 Python packages the module needs (TensorFlow or PyTorch with Keras 3).</p>
 """
@@ -77,6 +75,19 @@ Metab 12:571), Thomas et al. 2011 (RBV, Eur J Nucl Med Mol Imaging 38:1104), Erl
 (iterative Yang, Phys Med Biol 57:R119) and matched against PETPVC (Thomas et al. 2016, Phys Med
 Biol 61:7975). Built with 3D Slicer, Keras, TensorFlow, SimpleITK, SciPy and scikit-image.</p>
 """
+
+
+def shippedModelSummary() -> str:
+    """What the installed model was trained on, from its card."""
+    from PETPartialVolumeCorrectionLib.model import default_model_dir, read_model_card
+
+    folder = default_model_dir()
+    if folder is None:
+        return support.model_card_summary(None)
+    try:
+        return support.model_card_summary(read_model_card(folder))
+    except PVCInputError as error:
+        return f"The shipped model cannot be used: {error}."
 
 
 #

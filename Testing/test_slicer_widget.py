@@ -78,6 +78,24 @@ def test_ui_root_gives_its_scene_to_every_node_selector():
     assert receivers == selectors and len(selectors) == 4
 
 
+def test_module_says_what_it_does_its_limits_and_what_the_model_was_trained_on(monkeypatch):
+    module = import_module_file(monkeypatch)
+    parent = types.SimpleNamespace()
+    module.PETPartialVolumeCorrection(parent)
+    assert parent.title == "PET Partial Volume Correction" and parent.categories == ["Nuclear Medicine"]
+    assert "not a medical device" in parent.helpText and "Rousset" in parent.acknowledgementText
+    assert support.model_card_summary(None) in parent.helpText  # no trained model in this checkout
+
+
+def test_model_card_summary_names_the_target_and_the_data():
+    card = {"name": "resunet3d-amyloid-pvc", "training_target": "Mueller-Gaertner inside grey matter",
+            "data": {"source": "simulator", "psf_fwhm_mm_range": [4.0, 9.0], "train_subjects": 550}}
+    assert support.model_card_summary(card) == (
+        "The shipped model 'resunet3d-amyloid-pvc' was trained to reproduce Mueller-Gaertner inside grey "
+        "matter on simulator, PSF 4-9 mm FWHM, 550 training subjects; its model card (Resources/Models) "
+        "gives the data and the test scores.")
+
+
 # --- the widget's wiring --------------------------------------------------------------------------
 
 @pytest.fixture

@@ -526,7 +526,7 @@ def gpu_advice(keras_backend: str = "tensorflow", system: Optional[str] = None,
                     "(choose a CUDA build for GPU computing)")
         return None
     if system == "Darwin":
-        return "macOS has no CUDA GPU: TensorFlow computes on the CPU (about a minute per scan)"
+        return "macOS has no CUDA GPU: TensorFlow computes on the CPU"
     if system == "Windows":
         advice = ("TensorFlow has no GPU support on native Windows, so it computes on the CPU; for GPU "
                   "computing choose the 'torch' backend under Advanced")
@@ -538,6 +538,27 @@ def gpu_advice(keras_backend: str = "tensorflow", system: Optional[str] = None,
                 "'PythonSlicer -m pip install tensorflow[and-cuda]' (after uninstalling tensorflow-cpu), "
                 "or choose the 'torch' backend with a CUDA build of PyTorch")
     return None
+
+
+# --- help ---------------------------------------------------------------------------------------
+
+def model_card_summary(card: Optional[dict]) -> str:
+    """One sentence for the module's help: what the shipped model was trained on, to do what."""
+    if card is None:
+        return ("No trained model is installed with this build: deep learning needs a model folder "
+                "(Deep learning, advanced).")
+    text = f"The shipped model '{card.get('name', 'unnamed')}'"
+    if card.get("training_target"):
+        text += f" was trained to reproduce {card['training_target']}"
+    data = card.get("data") or {}
+    if data:
+        details = [str(data.get("source", "data of unknown source"))]
+        if "psf_fwhm_mm_range" in data:
+            details.append("PSF {:g}-{:g} mm FWHM".format(*data["psf_fwhm_mm_range"]))
+        if "train_subjects" in data:
+            details.append(f"{data['train_subjects']} training subjects")
+        text += f" on {', '.join(details)}"
+    return text + "; its model card (Resources/Models) gives the data and the test scores."
 
 
 # --- display --------------------------------------------------------------------------------------
