@@ -28,7 +28,7 @@ def load_pairs(folder, target: str):
     folder = Path(folder)
     if not folder.is_dir():
         raise PVCInputError(f"{folder}: no such folder of training subjects")
-    subject_folders = sorted(p for p in folder.iterdir() if p.is_dir())
+    subject_folders = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
     if subject_folders and not any(subject_folders[0].glob(f"{PAIR_INPUT_STEM}.*")):
         from ..simulation import read_subject
 
@@ -93,7 +93,9 @@ def _run_train(args) -> int:
         if not args.val_data:
             raise PVCInputError("--train-data needs --val-data (a separate folder of validation subjects)")
         train_pairs, val_pairs = load_pairs(args.train_data, args.target), load_pairs(args.val_data, args.target)
-        data = {"source": "folders", "train": str(args.train_data), "validation": str(args.val_data)}
+        data = {"source": "folders", "train": str(args.train_data), "validation": str(args.val_data),
+                "train_names": [pair.name for pair in train_pairs],
+                "validation_names": [pair.name for pair in val_pairs], "code_version": _code_version()}
     else:
         from ..simulation import SimulationSettings, split_seeds
 

@@ -118,7 +118,8 @@ def pairs_from_folder(folder) -> Iterator[TrainingPair]:
     from ..io import read_image
 
     folder = Path(folder)
-    subject_folders = sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+    subject_folders = sorted(p for p in folder.iterdir()
+                             if p.is_dir() and not p.name.startswith(".")) if folder.is_dir() else []
     if not subject_folders:
         raise PVCInputError(f"{folder}: no subject folders (each with input.<ext> and target.<ext>)")
     for subject in subject_folders:
