@@ -131,6 +131,31 @@ def read_image(path) -> tuple[np.ndarray, Geometry]:
     return volume, geometry
 
 
+def read_probability_maps(path) -> tuple[list[np.ndarray], Geometry]:
+    """Read probability maps: one 3D map, or every frame of a 4D file (PETPVC's mask format).
+
+    Returns float32 ``[z, y, x]`` arrays and their geometry. Values are checked to be finite; their
+    range is the caller's to check (an all-zero map is valid here).
+    """
+    import SimpleITK as sitk
+
+    path = Path(path)
+    image = _read_sitk_image(path)
+    if image.GetNumberOfComponentsPerPixel() > 1 or image.GetDimension() < 3 or min(image.GetSize()[:3]) < 2:
+        raise PVCInputError(f"{path}: probability maps must be 3D, or 4D with one map per frame")
+    frames = ([image[:, :, :, t] for t in range(image.GetSize()[3])] if image.GetDimension() == 4 else [image])
+    geometry = _geometry_from_sitk(frames[0])
+    check_spacing(geometry.spacing)
+    maps = [sitk.GetArrayFromImage(frame).astype(np.float32) for frame in frames]
+    if image_suffix(path) in (".nii", ".nii.gz"):  # ITK reads NIfTI NaN as 0: count them as stored
+        non_finite = _count_nifti_non_finite(path)
+    else:
+        non_finite = sum(int(np.count_nonzero(~np.isfinite(m))) for m in maps)
+    if non_finite:
+        raise PVCInputError(_non_finite_message(path, non_finite))
+    return maps, geometry
+
+
 def read_label_image(path) -> tuple[np.ndarray, Geometry]:
     """Read a 3D label image (region numbers): int32 array ``[z, y, x]`` and its geometry.
 

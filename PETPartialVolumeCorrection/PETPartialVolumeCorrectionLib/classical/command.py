@@ -336,13 +336,13 @@ def _read_labels(path, pet_shape, pet_geometry, resample: bool) -> np.ndarray:
 
 def _read_probability_maps(paths, pet_shape, pet_geometry, resample: bool) -> list[np.ndarray]:
     """3D probability maps, or the frames of one 4D file (PETPVC's mask format), on the PET grid."""
-    from ..io import read_image
+    from ..io import read_probability_maps
 
-    if len(paths) == 1 and _is_4d(paths[0]):
-        frames, geometry = _read_4d_frames(paths[0])
-        sources = [(frame, geometry, f"{paths[0]} frame {n}") for n, frame in enumerate(frames)]
-    else:
-        sources = [(*read_image(path), path) for path in paths]
+    sources = []
+    for path in paths:
+        frames, geometry = read_probability_maps(path)
+        sources += [(frame, geometry, f"{path} frame {n}" if len(frames) > 1 else path)
+                    for n, frame in enumerate(frames)]
     maps = []
     for volume, geometry, name in sources:
         on_grid = _on_pet_grid(volume, geometry, pet_shape, pet_geometry, name, resample, "linear")
@@ -350,30 +350,6 @@ def _read_probability_maps(paths, pet_shape, pet_geometry, resample: bool) -> li
             _check_resampled_map(volume, geometry, on_grid, pet_geometry, name)
         maps.append(on_grid)
     return maps
-
-
-def _is_4d(path) -> bool:
-    import SimpleITK as sitk
-
-    if Path(path).is_dir():
-        return False
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
-    try:
-        reader.ReadImageInformation()
-    except RuntimeError:
-        return False
-    return reader.GetDimension() == 4 and reader.GetSize()[3] > 1
-
-
-def _read_4d_frames(path):
-    import SimpleITK as sitk
-
-    from ..io import _geometry_from_sitk, _read_sitk_image
-
-    image = _read_sitk_image(Path(path))
-    frames = [sitk.GetArrayFromImage(image[:, :, :, t]).astype(np.float32) for t in range(image.GetSize()[3])]
-    return frames, _geometry_from_sitk(image[:, :, :, 0])
 
 
 def _options_from_arguments(args) -> ClassicalOptions:
