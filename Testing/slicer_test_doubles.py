@@ -445,6 +445,53 @@ def scripted_loadable_module_module():
     return module
 
 
+# --- Slicer's CMake package --------------------------------------------------------------------
+
+#: Slicer_QTSCRIPTEDMODULES_LIB_DIR of the CMake double (a Slicer 5.8 layout).
+SCRIPTED_MODULES_DIR = "lib/Slicer-5.8/qt-scripted-modules"
+
+SLICER_CMAKE_FILES = {
+    "SlicerConfig.cmake": """
+set(Slicer_USE_FILE ${CMAKE_CURRENT_LIST_DIR}/UseSlicer.cmake)
+set(Slicer_EXTENSION_GENERATE_CONFIG ${CMAKE_CURRENT_LIST_DIR}/Empty.cmake)
+set(Slicer_EXTENSION_CPACK ${CMAKE_CURRENT_LIST_DIR}/Empty.cmake)
+""",
+    "Empty.cmake": "",
+    "UseSlicer.cmake": f"""
+set(Slicer_QTSCRIPTEDMODULES_LIB_DIR {SCRIPTED_MODULES_DIR})
+set(Slicer_INSTALL_QTSCRIPTEDMODULES_LIB_DIR ${{Slicer_QTSCRIPTEDMODULES_LIB_DIR}})
+set(BUILD_TESTING ON)
+# As Slicer's macro: scripts and resources keep their paths under the scripted-modules folder.
+macro(slicerMacroBuildScriptedModule)
+  cmake_parse_arguments(MODULE "WITH_GENERIC_TESTS" "NAME" "SCRIPTS;RESOURCES" ${{ARGN}})
+  foreach(file IN LISTS MODULE_SCRIPTS MODULE_RESOURCES)
+    if(NOT EXISTS ${{CMAKE_CURRENT_SOURCE_DIR}}/${{file}})
+      message(FATAL_ERROR "listed but missing: ${{file}}")
+    endif()
+    configure_file(${{CMAKE_CURRENT_SOURCE_DIR}}/${{file}}
+      ${{CMAKE_BINARY_DIR}}/${{Slicer_QTSCRIPTEDMODULES_LIB_DIR}}/${{file}} COPYONLY)
+    get_filename_component(subdir ${{file}} DIRECTORY)
+    install(FILES ${{CMAKE_CURRENT_SOURCE_DIR}}/${{file}} DESTINATION ${{Slicer_INSTALL_QTSCRIPTEDMODULES_LIB_DIR}}/${{subdir}})
+  endforeach()
+  message(STATUS "scripted module ${{MODULE_NAME}} generic tests: ${{MODULE_WITH_GENERIC_TESTS}}")
+endmacro()
+function(slicer_add_python_unittest)
+  cmake_parse_arguments(TEST "" "SCRIPT" "" ${{ARGN}})
+  message(STATUS "python unittest: ${{TEST_SCRIPT}}")
+endfunction()
+""",
+}
+
+
+def write_slicer_cmake_package(folder: Path) -> Path:
+    """A stand-in for Slicer's CMake package (find_package(Slicer)): the variables and the two macros
+    an extension of scripted modules uses. Returns the folder to pass as ``Slicer_DIR``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in SLICER_CMAKE_FILES.items():
+        (folder / name).write_text(text)
+    return folder
+
+
 # --- the application ----------------------------------------------------------------------------
 
 class LayoutManagerDouble:
@@ -514,14 +561,14 @@ class MessagesDouble:
         return self.confirm
 
 
-def import_module_file(monkeypatch, name="PETPartialVolumeCorrectionUnderTest"):
+def import_module_file(monkeypatch, name="PETPartialVolumeCorrectionUnderTest", path=MODULE_FILE):
     """Import the Slicer module file with the doubles of what only Slicer provides."""
     monkeypatch.setitem(sys.modules, "qt", qt_module())
     monkeypatch.setitem(sys.modules, "slicer.ScriptedLoadableModule", scripted_loadable_module_module())
     monkeypatch.setitem(sys.modules, "slicer.parameterNodeWrapper", parameter_node_wrapper_module())
     monkeypatch.setattr(slicer, "ScriptedLoadableModule", sys.modules["slicer.ScriptedLoadableModule"], raising=False)
     monkeypatch.setattr(slicer, "parameterNodeWrapper", sys.modules["slicer.parameterNodeWrapper"], raising=False)
-    spec = importlib.util.spec_from_file_location(name, MODULE_FILE)
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, name, module)
     spec.loader.exec_module(module)

@@ -6,6 +6,8 @@ node wrapper, the layout manager) comes from slicer_test_doubles.
 """
 
 import os
+import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -21,7 +23,8 @@ from PETPartialVolumeCorrectionLib.errors import PVCInputError
 from PETPartialVolumeCorrectionLib.geometry import Geometry
 from PETPartialVolumeCorrectionLib.io import read_image, write_image
 from PETPartialVolumeCorrectionLib.progress import PROGRESS_LINE_PREFIX
-from slicer_test_doubles import SlicerApplicationDouble, import_module_file
+from slicer_test_doubles import (SCRIPTED_MODULES_DIR, SlicerApplicationDouble, import_module_file,
+                                 write_slicer_cmake_package)
 
 REQUIREMENTS = Path(__file__).resolve().parents[1] / "Resources" / "requirements.txt"
 
@@ -569,3 +572,52 @@ def test_self_test_passes_here_with_the_classical_fallback(module, monkeypatch, 
     self_test.runTest()
     assert "classical RBV method with the phantom's own labels" in caplog.text
     assert "RMSE to the true activity in the brain" in caplog.text
+
+
+# --- build and install --------------------------------------------------------------------------
+
+@pytest.mark.skipif(shutil.which("cmake") is None, reason="needs cmake")
+def test_built_and_installed_module_finds_its_library_requirements_and_shipped_model(tmp_path, monkeypatch):
+    from PETPartialVolumeCorrectionLib.model import MODEL_CARD_NAME, SHIPPED_MODEL_NAME
+
+    repository = Path(__file__).resolve().parents[1]
+    source = tmp_path / "source"
+    shutil.copytree(repository / "PETPartialVolumeCorrection", source / "PETPartialVolumeCorrection",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(repository / "Resources", source / "Resources")
+    shutil.copy(repository / "CMakeLists.txt", source)
+    model = source / "Resources" / "Models" / SHIPPED_MODEL_NAME
+    model.mkdir(parents=True)
+    (model / MODEL_CARD_NAME).write_text('{"name": "shipped"}')
+
+    slicer_dir = write_slicer_cmake_package(tmp_path / "slicer-cmake")
+    outputs = []
+    for command in (["cmake", "-S", source, "-B", tmp_path / "build", f"-DSlicer_DIR={slicer_dir}"],
+                    ["cmake", "--install", tmp_path / "build", "--prefix", tmp_path / "install"]):
+        completed = subprocess.run([str(c) for c in command], capture_output=True, text=True)
+        assert completed.returncode == 0, completed.stdout + completed.stderr
+        outputs.append(completed.stdout)
+    assert "scripted module PETPartialVolumeCorrection generic tests: TRUE" in outputs[0]
+    assert "python unittest: PETPartialVolumeCorrection.py" in outputs[0]
+
+    for tree in (tmp_path / "build", tmp_path / "install"):
+        modules = tree / SCRIPTED_MODULES_DIR
+        for relative in ("PETPartialVolumeCorrection.py", "PETPartialVolumeCorrectionLib/slicer_support.py",
+                         "PETPartialVolumeCorrectionLib/classical/command.py", "Resources/UI/PETPartialVolumeCorrection.ui",
+                         "Resources/Icons/PETPartialVolumeCorrection.png", "Resources/requirements.txt",
+                         f"Resources/Models/{SHIPPED_MODEL_NAME}/{MODEL_CARD_NAME}"):
+            assert (modules / relative).is_file(), f"{relative} missing in {tree.name}"
+
+    installed = tmp_path / "install" / SCRIPTED_MODULES_DIR
+    probe = ("import PETPartialVolumeCorrectionLib as library\n"
+             "from PETPartialVolumeCorrectionLib.model import default_model_dir\n"
+             "print(library.__file__)\nprint(default_model_dir())")
+    completed = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+                               env={**os.environ, "PYTHONPATH": str(installed)})
+    library_file, model_dir = completed.stdout.split()
+    assert Path(library_file).is_relative_to(installed)
+    assert Path(model_dir) == installed / "Resources" / "Models" / SHIPPED_MODEL_NAME
+
+    module = import_module_file(monkeypatch, "InstalledPETPartialVolumeCorrection",
+                                installed / "PETPartialVolumeCorrection.py")
+    assert Path(module.resourceFile("requirements.txt")) == installed / "Resources" / "requirements.txt"
