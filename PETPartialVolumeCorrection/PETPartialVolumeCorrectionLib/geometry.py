@@ -56,7 +56,7 @@ class Geometry:
     def world_center(self, shape_zyx) -> np.ndarray:
         """World position (LPS, mm) of the centre of an array of the given ``[z, y, x]`` shape."""
         centre_ijk = (np.asarray(shape_zyx[::-1], dtype=float) - 1.0) / 2.0
-        return self.index_to_world() @ np.append(centre_ijk, 1.0)
+        return (self.index_to_world() @ np.append(centre_ijk, 1.0))[:3]
 
     def extent_mm(self, shape_zyx) -> np.ndarray:
         """Field of view in mm along the index axes ``(x, y, z)``: voxel count times spacing."""

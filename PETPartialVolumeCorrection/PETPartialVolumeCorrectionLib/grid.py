@@ -24,7 +24,7 @@ STANDARD_DIRECTION = np.diag([-1.0, -1.0, 1.0])
 def standard_grid_geometry(shape_zyx, geometry: Geometry, size: int = STANDARD_SIZE,
                            spacing_mm: float = STANDARD_SPACING_MM) -> Geometry:
     """Geometry of the standard grid for an input of ``shape_zyx`` voxels and ``geometry``."""
-    centre = geometry.world_center(shape_zyx)[:3]
+    centre = geometry.world_center(shape_zyx)
     half_extent = (size - 1) / 2.0 * spacing_mm
     origin = centre - STANDARD_DIRECTION @ np.full(3, half_extent)
     return Geometry((spacing_mm,) * 3, tuple(origin), STANDARD_DIRECTION)
