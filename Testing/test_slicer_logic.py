@@ -246,10 +246,10 @@ def test_worker_command_for_a_classical_method_passes_psf_and_labels(tmp_path):
     options = support.CorrectionOptions(method="rbv", fwhm_mm=(6.0, 6.5, 7.0))
     command = support.worker_command("py", "in.nrrd", tmp_path, options, labels_path="labels.nrrd")
     assert command[3:6] == ["classical", "--method", "rbv"]
-    assert command[command.index("--psf") + 1:command.index("--psf") + 4] == ["6", "6.5", "7"]
+    assert command[command.index("--psf") + 1:command.index("--psf") + 4] == ["6.0", "6.5", "7.0"]
     assert command[command.index("--labels") + 1] == "labels.nrrd"
-    with pytest.raises(PVCInputError, match="needs a label map"):
-        support.worker_command("py", "in.nrrd", tmp_path, options)
+    with pytest.raises(PVCInputError, match="rbv needs a label map"):
+        support.checked_labels(options, None, None, (4, 4, 4), Geometry((1.0, 1.0, 1.0)))
     psf_only = support.worker_command("py", "in.nrrd", tmp_path, support.CorrectionOptions(method="rl"))
     assert "--labels" not in psf_only
 

@@ -152,7 +152,7 @@ def worker_command(python_executable, input_path, output_dir, options: Correctio
         python_executable: Slicer's ``PythonSlicer`` (or any Python that imports the library).
         input_path: the PET image file.
         output_dir: an empty folder for the results.
-        labels_path: the label image (classical methods that need regions).
+        labels_path: the label image on the input's grid (classical methods that need regions).
     """
     command = [str(python_executable), "-m", "PETPartialVolumeCorrectionLib.cli"]
     if options.method == DEEP_LEARNING:
@@ -167,12 +167,8 @@ def worker_command(python_executable, input_path, output_dir, options: Correctio
         if options.model_folder:
             command += ["--model", str(options.model_folder)]
     else:
-        command += ["classical", "--method", options.method,
-                    "--psf", *(f"{f:g}" for f in options.fwhm_mm)]
-        if options.needs_labels:
-            if labels_path is None:
-                raise PVCInputError(f"{options.method} needs a label map of the regions; "
-                                    "choose a segmentation or label map")
+        command += ["classical", "--method", options.method, "--psf", *(repr(f) for f in options.fwhm_mm)]
+        if labels_path is not None:
             command += ["--labels", str(labels_path)]
         command += [str(input_path), "-o", str(output_dir)]
     return command + ["--progress", "lines"]
