@@ -64,6 +64,8 @@ def test_correct_writes_both_volumes_and_settings_on_the_standard_grid(tmp_path,
     record = json.loads((out / "pet_pvc.json").read_text())
     assert record["settings"]["output_grid"] == "standard" and record["settings"]["mode"] == "gaussian"
     assert record["timings"]["total_s"] > 0 and record["settings"]["model_name"] == "tiny-untrained-test-model"
+    card = json.loads((untrained_model_dir / "model_card.json").read_text())
+    assert record["settings"]["model_sha256"] == card["weights_sha256"]
 
 
 def test_native_grid_output_overlays_the_input(tmp_path, pet_file, untrained_model_dir):

@@ -107,7 +107,7 @@ def correct_volume(volume: np.ndarray, geometry: Geometry, *, model=None, mode: 
     report(progress, 1.0, "done")
     settings = {
         "method": "deep learning (3D ResUNet)", "model_name": pvc_model.card.get("name"),
-        "model_sha256": pvc_model.card.get("sha256"), "mode": mode, "overlap": overlap,
+        "model_sha256": pvc_model.card.get("weights_sha256"), "mode": mode, "overlap": overlap,
         "batch_size": batch_size, "output_grid": output_grid, "crop_fov": crop_fov,
         "device": pvc_model.device_name, "intensity_scaling": scaling.to_dict(),
         "input_geometry": geometry.to_dict(), "input_shape_zyx": list(volume.shape),
