@@ -566,6 +566,9 @@ def test_background_classical_correction_matches_the_library_and_reports_its_war
 
 
 def test_self_test_passes_here_with_the_classical_fallback(module, monkeypatch, caplog):
+    import PETPartialVolumeCorrectionLib.model as model_module
+
+    monkeypatch.setattr(model_module, "default_model_dir", lambda name=None: None)  # no shipped model
     monkeypatch.setattr(slicer, "mrmlScene", slicer.vtkMRMLScene(), raising=False)
     caplog.set_level("INFO")
     self_test = module.PETPartialVolumeCorrectionTest()
