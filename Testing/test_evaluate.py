@@ -43,3 +43,20 @@ def test_identity_network_scores_exactly_as_its_input(tmp_path, identity_model_d
     assert markdown == format_table(summary, "Held-out test set") + "\n"
     assert "| average SSIM |" in markdown and "3D-ResUNet" in markdown
     assert np.isfinite(saved["summary"]["mean_seconds_per_subject"])
+
+
+def test_metrics_recorded_in_the_card_keep_the_model_loadable(identity_model_dir):
+    from argparse import Namespace
+
+    from PETPartialVolumeCorrectionLib.model import load_model, read_model_card
+    from PETPartialVolumeCorrectionLib.training.command import record_metrics_in_card
+
+    weights_before = (identity_model_dir / "model.weights.h5").read_bytes()
+    summaries = {"Held-out test set": {"subjects": 1, "table": {"mg_target": {"network": {"mean_ssim": 0.5}}}}}
+    record_metrics_in_card(identity_model_dir, summaries,
+                           Namespace(n=1, out_of_range_n=0, seed=0, mode="gaussian"))
+    card = read_model_card(identity_model_dir)
+    assert card["metrics"]["evaluation"] == summaries
+    assert card["metrics"]["command"].startswith("pet-pvc evaluate --n 1")
+    assert (identity_model_dir / "model.weights.h5").read_bytes() == weights_before
+    assert load_model(identity_model_dir, device="cpu").card["metrics"]["evaluation"] == summaries

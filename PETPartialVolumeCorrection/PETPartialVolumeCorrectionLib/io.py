@@ -241,3 +241,19 @@ def write_image(volume: np.ndarray, geometry: Geometry, path, force: bool = Fals
 def write_staged_image(volume: np.ndarray, geometry: Geometry, staging_dir, file_name: str) -> None:
     """Write an image into a staging folder from :func:`staged_outputs`."""
     _write_sitk(volume, geometry, Path(staging_dir) / file_name)
+
+
+def write_text_atomic(path, text: str, force: bool = False) -> Path:
+    """Write ``text`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
+    path = Path(path)
+    if path.exists() and not force:
+        raise PVCInputError(f"{path} exists; use --force to overwrite it")
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # plain open: the umask applies
+    try:
+        with open(temporary, "w", newline="") as stream:
+            stream.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    return path

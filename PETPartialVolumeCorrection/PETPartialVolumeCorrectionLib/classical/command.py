@@ -388,8 +388,7 @@ def _read_inputs(args, methods):
 
 def run_classical(args) -> int:
     from .. import __version__
-    from ..io import staged_outputs, write_staged_image
-    from .regional import write_text_atomic
+    from ..io import staged_outputs, write_staged_image, write_text_atomic
 
     methods = parse_methods(args.method)
     options = _options_from_arguments(args)

@@ -22,7 +22,6 @@ from __future__ import annotations
 import csv
 from io import StringIO
 import json
-import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +31,7 @@ import numpy as np
 from scipy import linalg, optimize
 
 from ..errors import PVCInputError
+from ..io import write_text_atomic
 from ..progress import report, scaled
 from .regions import BlurredRegions, blur_regions, intersect_boxes, relative_box
 
@@ -114,22 +114,6 @@ class GTMResult:
 
 def _plain_number(value: float):
     return int(value) if float(value).is_integer() else float(value)
-
-
-def write_text_atomic(path, text: str, force: bool = False) -> Path:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
-    path = Path(path)
-    if path.exists() and not force:
-        raise PVCInputError(f"{path} exists; use --force to overwrite it")
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # plain open: the umask applies
-    try:
-        with open(temporary, "w", newline="") as stream:
-            stream.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    return path
 
 
 # --- shared input handling ----------------------------------------------------------------------

@@ -157,7 +157,22 @@ def _run_evaluate(args) -> int:
         summaries[title] = write_evaluation(table, output_dir, title)
         print((output_dir / f"{file_stem(title)}.md").read_text())
     (output_dir / "evaluation.json").write_text(json.dumps(summaries, indent=2))
+    if args.record_in_card:
+        record_metrics_in_card(model_dir, summaries, args)
     return 0
+
+
+def record_metrics_in_card(model_dir, summaries: dict, args) -> None:
+    """Write the evaluation summaries into the model card's ``metrics`` (the weights and their checksum
+    are untouched; the card is replaced atomically)."""
+    from ..io import write_text_atomic
+    from ..model import MODEL_CARD_NAME, read_model_card
+
+    card = read_model_card(model_dir)
+    card["metrics"] = {"evaluation": summaries, "command": f"pet-pvc evaluate --n {args.n} --out-of-range-n "
+                       f"{args.out_of_range_n} --seed {args.seed} --mode {args.mode}",
+                       "reference_note": "mg_target: the training target; truth: the simulated true activity"}
+    write_text_atomic(Path(model_dir) / MODEL_CARD_NAME, json.dumps(card, indent=2) + "\n", force=True)
 
 
 def register(subparsers) -> None:
@@ -197,6 +212,8 @@ def register(subparsers) -> None:
     evaluate.add_argument("--seed", type=int, default=0, help="base seed of the splits (as in training)")
     evaluate.add_argument("--mode", choices=("gaussian", "study"), default="gaussian")
     evaluate.add_argument("--processes", type=int, default=2, help="subjects evaluated in parallel")
+    evaluate.add_argument("--record-in-card", action="store_true",
+                          help="also write the summary into the model card's metrics")
     evaluate.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
     evaluate.add_argument("--progress", choices=("bar", "lines", "none"), default="bar")
     evaluate.set_defaults(handler=_run_evaluate)
