@@ -577,6 +577,14 @@ def test_self_test_passes_here_with_the_classical_fallback(module, monkeypatch, 
     assert "RMSE to the true activity in the brain" in caplog.text
 
 
+def test_self_test_passes_here_with_the_shipped_model(module, monkeypatch, caplog):
+    monkeypatch.setattr(slicer, "mrmlScene", slicer.vtkMRMLScene(), raising=False)
+    caplog.set_level("INFO")
+    module.PETPartialVolumeCorrectionTest().runTest()
+    assert "deep learning with the shipped model" in caplog.text
+    assert "RMSE to the MG target in the brain" in caplog.text
+
+
 # --- build and install --------------------------------------------------------------------------
 
 @pytest.mark.skipif(shutil.which("cmake") is None, reason="needs cmake")
@@ -589,9 +597,7 @@ def test_built_and_installed_module_finds_its_library_requirements_and_shipped_m
                     ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(repository / "Resources", source / "Resources")
     shutil.copy(repository / "CMakeLists.txt", source)
-    model = source / "Resources" / "Models" / SHIPPED_MODEL_NAME
-    model.mkdir(parents=True)
-    (model / MODEL_CARD_NAME).write_text('{"name": "shipped"}')
+    assert (source / "Resources" / "Models" / SHIPPED_MODEL_NAME / MODEL_CARD_NAME).is_file()  # the shipped model
 
     slicer_dir = write_slicer_cmake_package(tmp_path / "slicer-cmake")
     outputs = []

@@ -619,6 +619,18 @@ def amyloid_phantom(shape_zyx=(48, 60, 52), spacing_mm=(3.0, 3.0, 3.0), fwhm_mm=
             "fwhm_mm": tuple(float(f) for f in np.broadcast_to(fwhm_mm, (3,)))}
 
 
+def phantom_mg_target(phantom: dict) -> np.ndarray:
+    """The deep-learning training target for the phantom: MG (WM/CSF values from GTM) inside grey
+    matter and the PET elsewhere, from the phantom's own tissue labels and PSF (the simulator's
+    definition, :func:`..simulation.subject.mg_target`)."""
+    from .simulation.subject import mg_target
+
+    labels = phantom["labels"]
+    gm, wm, csf = (np.asarray(labels == PHANTOM_LABELS[name], dtype=np.float32)
+                   for name in ("grey matter", "white matter", "CSF"))
+    return mg_target(phantom["pet"], gm, wm, csf, phantom["fwhm_mm"], phantom["geometry"].spacing)
+
+
 def run_in_process(volume: np.ndarray, geometry: Geometry, options: CorrectionOptions, *,
                    labels: Optional[np.ndarray] = None, label_geometry: Optional[Geometry] = None,
                    progress: Optional[ProgressCallback] = None,
