@@ -84,7 +84,11 @@ def test_module_says_what_it_does_its_limits_and_what_the_model_was_trained_on(m
     module.PETPartialVolumeCorrection(parent)
     assert parent.title == "PET Partial Volume Correction" and parent.categories == ["Nuclear Medicine"]
     assert "not a medical device" in parent.helpText and "Rousset" in parent.acknowledgementText
-    assert support.model_card_summary(None) in parent.helpText  # no trained model in this checkout
+    from PETPartialVolumeCorrectionLib.model import default_model_dir, read_model_card
+
+    shipped_card = read_model_card(default_model_dir())  # the model shipped in this checkout
+    assert support.model_card_summary(shipped_card) in parent.helpText
+    assert "36 training subjects" in parent.helpText
 
 
 def test_model_card_summary_names_the_target_and_the_data():
@@ -208,14 +212,17 @@ def test_classical_run_from_the_panel_shows_the_result_side_by_side(module, widg
     assert slicer.app.layoutManager().reset_slice_views_calls == 1
 
 
-def test_missing_model_is_one_clear_message(module, widget, messages):
+def test_missing_model_is_one_clear_message(module, widget, messages, tmp_path):
     ui = widget.ui
     pet, _ = add_phantom(module)
+    empty_folder = tmp_path / "not_a_model"
+    empty_folder.mkdir()
+    ui.modelFolderLineEdit.userSets(str(empty_folder))  # the worker process sees the same setting
     ui.inputVolumeSelector.userSets(pet)
     ui.applyButton.click()
     run_until_done(widget)
-    assert len(messages.errors) == 1 and messages.errors[0].startswith("no trained model is installed")
-    assert "Model folder setting" in messages.errors[0] and "--model" not in messages.errors[0]
+    assert len(messages.errors) == 1 and messages.errors[0].startswith(f"model folder {empty_folder} has no")
+    assert "--model" not in messages.errors[0]
     assert ui.statusLabel.text == messages.errors[0]
     assert slicer.mrmlScene.GetFirstNodeByName("phantom_PVC") is None
 
