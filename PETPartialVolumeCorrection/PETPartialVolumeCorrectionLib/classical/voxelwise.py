@@ -53,6 +53,16 @@ def _ensure_finite(image: np.ndarray, method: str) -> np.ndarray:
     return image
 
 
+def _regions_with_gtm_values(pet, *, labels, probabilities, region_ids, fwhm_mm, spacing_mm, kernel,
+                             add_background, non_negative, blurred_regions, progress, cancel):
+    """The checked PET, its blurred regions and their GTM values: the first steps of RBV and MTC."""
+    pet = checked_pet(pet)
+    blurred = prepared_regions(pet, labels=labels, probabilities=probabilities, region_ids=region_ids, names=None,
+                               fwhm_mm=fwhm_mm, spacing_mm=spacing_mm, kernel=kernel, add_background=add_background,
+                               blurred_regions=blurred_regions, progress=progress, cancel=cancel)
+    return pet, blurred, gtm(pet, blurred_regions=blurred, non_negative=non_negative, kernel=blurred.kernel).values
+
+
 def rbv(pet, *, labels=None, probabilities=None, region_ids=None, fwhm_mm=None, spacing_mm=None,
         kernel: str = "gaussian", add_background: bool = True, non_negative: bool = False,
         deconvolution: Optional[str] = None, deconvolution_iterations: int = 10, alpha: float = 1.5,
@@ -69,11 +79,10 @@ def rbv(pet, *, labels=None, probabilities=None, region_ids=None, fwhm_mm=None, 
 
     Returns: float32 ``[z, y, x]`` in the PET's units.
     """
-    pet = checked_pet(pet)
-    blurred = prepared_regions(pet, labels=labels, probabilities=probabilities, region_ids=region_ids, names=None,
-                               fwhm_mm=fwhm_mm, spacing_mm=spacing_mm, kernel=kernel, add_background=add_background,
-                               blurred_regions=blurred_regions, progress=scaled(progress, 0.0, 0.5), cancel=cancel)
-    values = gtm(pet, blurred_regions=blurred, non_negative=non_negative, kernel=blurred.kernel).values
+    pet, blurred, values = _regions_with_gtm_values(
+        pet, labels=labels, probabilities=probabilities, region_ids=region_ids, fwhm_mm=fwhm_mm,
+        spacing_mm=spacing_mm, kernel=kernel, add_background=add_background, non_negative=non_negative,
+        blurred_regions=blurred_regions, progress=scaled(progress, 0.0, 0.5), cancel=cancel)
     corrected = _region_ratio_correction(pet, blurred.regions.combine(values), blurred.blurred_combination(values))
     report(progress, 0.6, "RBV done")
     corrected = intraregional_deconvolution(corrected, blurred, deconvolution, iterations=deconvolution_iterations,
@@ -135,11 +144,10 @@ def multi_target_correction(pet, *, labels=None, probabilities=None, region_ids=
 
     Returns: float32 ``[z, y, x]`` in the PET's units.
     """
-    pet = checked_pet(pet)
-    blurred = prepared_regions(pet, labels=labels, probabilities=probabilities, region_ids=region_ids, names=None,
-                               fwhm_mm=fwhm_mm, spacing_mm=spacing_mm, kernel=kernel, add_background=add_background,
-                               blurred_regions=blurred_regions, progress=scaled(progress, 0.0, 0.6), cancel=cancel)
-    values = gtm(pet, blurred_regions=blurred, non_negative=non_negative, kernel=blurred.kernel).values
+    pet, blurred, values = _regions_with_gtm_values(
+        pet, labels=labels, probabilities=probabilities, region_ids=region_ids, fwhm_mm=fwhm_mm,
+        spacing_mm=spacing_mm, kernel=kernel, add_background=add_background, non_negative=non_negative,
+        blurred_regions=blurred_regions, progress=scaled(progress, 0.0, 0.6), cancel=cancel)
     spill = blurred.blurred_combination(values)
     corrected = np.zeros(pet.shape, dtype=np.float32)
     clamped: list[int] = []
