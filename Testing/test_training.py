@@ -14,7 +14,8 @@ from PETPartialVolumeCorrectionLib.io import write_image
 from PETPartialVolumeCorrectionLib.model import ModelConfig, load_model
 from PETPartialVolumeCorrectionLib.training.data import (TrainingPair, normalise_pair,
                                                          patches_of_pair)
-from PETPartialVolumeCorrectionLib.training.fit import TrainingSettings, fit
+from PETPartialVolumeCorrectionLib.training.fit import (TrainingHistory, TrainingSettings, fit,
+                                                        next_learning_rate)
 
 TINY = ModelConfig(depth=1, base_filters=4, max_filters=8, norm_groups=2)
 
@@ -63,11 +64,40 @@ def test_fit_lowers_validation_loss_and_resumes(tmp_path):
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]
     assert (tmp_path / "learning_curve.png").stat().st_size > 1000
 
+    assert [float(r["learning_rate"]) for r in rows] == [3e-3] * 4
+
+    # A state written before the learning rate was recorded resumes at that run's rate.
+    state = json.loads((tmp_path / "training_state.json").read_text())
+    del state["history"]["learning_rate"]
+    (tmp_path / "training_state.json").write_text(json.dumps(state))
     settings.max_epochs = 6
     resumed = fit(TINY, train, val, settings, tmp_path, resume=True)
     assert resumed.epochs == [1, 2, 3, 4, 5, 6]
     assert resumed.val_loss[:4] == history.val_loss
     assert resumed.initial_val_loss == history.initial_val_loss
+    assert len(resumed.learning_rate) == 6 and resumed.learning_rate[:4] == [3e-3] * 4
+
+
+def history_of(val_losses, rates):
+    return TrainingHistory(epochs=list(range(1, len(val_losses) + 1)), train_loss=list(val_losses),
+                           val_loss=list(val_losses), seconds=[1.0] * len(val_losses), learning_rate=list(rates))
+
+
+def test_learning_rate_halves_after_a_plateau_then_waits_and_stops_at_the_floor():
+    settings = TrainingSettings(learning_rate=1e-3, lr_reduce_patience=3, lr_reduce_factor=0.5,
+                                min_learning_rate=2e-4)
+    improving = history_of([5, 4, 3, 2], [1e-3] * 4)
+    assert next_learning_rate(improving, settings) == 1e-3
+    stalled = history_of([2, 3, 3, 3], [1e-3] * 4)  # best at epoch 1, three epochs without improvement
+    assert next_learning_rate(stalled, settings) == 5e-4
+    just_reduced = history_of([2, 3, 3, 3, 3], [1e-3] * 4 + [5e-4])  # wait three epochs at the new rate
+    assert next_learning_rate(just_reduced, settings) == 5e-4
+    waited = history_of([2, 3, 3, 3, 3, 3, 3], [1e-3] * 4 + [5e-4] * 3)
+    assert next_learning_rate(waited, settings) == 2.5e-4
+    at_floor = history_of([2] + [3] * 9, [1e-3] * 4 + [5e-4] * 3 + [2.5e-4] * 3)
+    assert next_learning_rate(at_floor, settings) == 2.5e-4  # 1.25e-4 would be below the floor
+    never = TrainingSettings(learning_rate=1e-3, lr_reduce_patience=0)
+    assert next_learning_rate(stalled, never) == 1e-3
 
 
 def test_train_command_on_a_folder_of_real_pairs_writes_a_verified_model(tmp_path):

@@ -86,7 +86,9 @@ def _run_train(args) -> int:
                          blocks_per_level=args.blocks_per_level, normalization=args.normalization)
     settings = TrainingSettings(patch_size=args.patch_size, grid_patches=not args.no_grid_patches,
                                 random_patches=args.random_patches, batch_size=args.batch_size,
-                                learning_rate=args.learning_rate, max_epochs=args.max_epochs,
+                                learning_rate=args.learning_rate, lr_reduce_patience=args.lr_reduce_patience,
+                                lr_reduce_factor=args.lr_reduce_factor, min_learning_rate=args.min_learning_rate,
+                                max_epochs=args.max_epochs,
                                 patience=args.patience, max_minutes=args.max_minutes, seed=args.seed)
     start = time.perf_counter()
     if args.train_data:
@@ -129,6 +131,8 @@ def _run_train(args) -> int:
                                    "best_epoch": history.best_epoch, "best_val_mse": history.best_val_loss,
                                    "input_val_mse": history.initial_val_loss,
                                    "final_train_mse": history.train_loss[-1],
+                                   "final_learning_rate": history.learning_rate[-1],
+                                   "training_time_s": sum(history.seconds),
                                    "wall_time_s": time.perf_counter() - start,
                                    "hardware": hardware_description()},
     }
@@ -197,9 +201,13 @@ def register(subparsers) -> None:
         train.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(architecture, name))
     train.add_argument("--normalization", choices=("group", "none"), default=architecture.normalization,
                        help="GroupNorm (statistics per window: train on windows of the inference size) or none")
-    for name in ("patch_size", "random_patches", "batch_size", "max_epochs", "patience", "seed"):
+    for name in ("patch_size", "random_patches", "batch_size", "max_epochs", "patience", "lr_reduce_patience", "seed"):
         train.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name))
-    train.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
+    train.add_argument("--learning-rate", type=float, default=defaults.learning_rate,
+                       help="Adam's starting learning rate (a resumed run goes on with its last rate)")
+    train.add_argument("--lr-reduce-factor", type=float, default=defaults.lr_reduce_factor,
+                       help="learning-rate factor after --lr-reduce-patience epochs without improvement")
+    train.add_argument("--min-learning-rate", type=float, default=defaults.min_learning_rate)
     train.add_argument("--max-minutes", type=float, help="stop after this much training time")
     train.add_argument("--no-grid-patches", action="store_true",
                        help="only random head-centred patches (default adds the study's eight 128^3 tiles)")

@@ -3,7 +3,9 @@
 Each epoch draws, from every training subject, the study's eight 128^3 grid patches (when the patch
 size tiles the volume and ``grid_patches`` is on) plus ``random_patches`` patches centred on random
 head voxels, mirrored left-right at random. Validation uses fixed patches of the validation subjects
-(same rule, fixed seed). Early stopping keeps the best weights; every epoch writes the last weights
+(same rule, fixed seed). When the validation loss has not improved for ``lr_reduce_patience`` epochs
+the learning rate is multiplied by ``lr_reduce_factor`` (down to ``min_learning_rate``); early
+stopping keeps the best weights. Every epoch writes the last weights
 (with Adam's state) and a state file so a run can be resumed, a loss log (CSV) and
 a learning-curve PNG (train and validation loss, as the study's figure 5).
 """
@@ -40,6 +42,9 @@ class TrainingSettings:
     random_patches: int = 8
     batch_size: int = 4
     learning_rate: float = 1e-3
+    lr_reduce_patience: int = 5  # epochs without improvement before the learning rate drops; 0: never
+    lr_reduce_factor: float = 0.5
+    min_learning_rate: float = 1e-5
     max_epochs: int = 300
     patience: int = 10
     max_minutes: Optional[float] = None
@@ -58,6 +63,7 @@ class TrainingHistory:
     train_loss: list = field(default_factory=list)
     val_loss: list = field(default_factory=list)
     seconds: list = field(default_factory=list)
+    learning_rate: list = field(default_factory=list)  # Adam's learning rate during each epoch
 
     @property
     def best_epoch(self) -> Optional[int]:
@@ -69,6 +75,23 @@ class TrainingHistory:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def next_learning_rate(history: TrainingHistory, settings: TrainingSettings) -> float:
+    """The learning rate for the epoch after the last one in ``history`` (reduce on plateau).
+
+    It drops by ``lr_reduce_factor`` when neither an improvement nor a drop happened in the last
+    ``lr_reduce_patience`` epochs, and never below ``min_learning_rate``.
+    """
+    current = history.learning_rate[-1] if history.learning_rate else settings.learning_rate
+    patience = settings.lr_reduce_patience
+    if patience <= 0 or len(history.epochs) < patience:
+        return current
+    recent = history.learning_rate[-patience:]
+    stalled = history.epochs[-1] - history.best_epoch >= patience and all(rate == current for rate in recent)
+    if stalled and current * settings.lr_reduce_factor >= settings.min_learning_rate * (1 - 1e-9):
+        return current * settings.lr_reduce_factor
+    return current
 
 
 def epoch_patches(pairs: Sequence[NormalisedPair], settings: TrainingSettings,
@@ -103,8 +126,9 @@ def validation_loss(keras_model, sources: np.ndarray, targets: np.ndarray, batch
 def write_loss_log(history: TrainingHistory, path: Path) -> None:
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["epoch", "train_mse", "val_mse", "seconds"])
-        writer.writerows(zip(history.epochs, history.train_loss, history.val_loss, history.seconds))
+        writer.writerow(["epoch", "train_mse", "val_mse", "seconds", "learning_rate"])
+        writer.writerows(zip(history.epochs, history.train_loss, history.val_loss, history.seconds,
+                             history.learning_rate))
 
 
 def plot_learning_curve(history: TrainingHistory, path: Path) -> None:
@@ -179,6 +203,8 @@ def fit(model_config, train_pairs: Sequence[NormalisedPair], val_pairs: Sequence
             raise PVCInputError(f"{output_dir}: nothing to resume (no {STATE_FILE})")
         state = json.loads(state_path.read_text())
         history = TrainingHistory(**state["history"])
+        if len(history.learning_rate) < len(history.epochs):  # a run from before the schedule was recorded
+            history.learning_rate = [state["settings"]["learning_rate"]] * len(history.epochs)
         keras_model.optimizer.build(keras_model.trainable_variables)  # so Adam's moments load too
         keras_model.load_weights(str(output_dir / LAST_WEIGHTS))
         start_epoch, elapsed_before = history.epochs[-1] + 1, state["elapsed_s"]
@@ -191,6 +217,8 @@ def fit(model_config, train_pairs: Sequence[NormalisedPair], val_pairs: Sequence
     started = time.perf_counter()
     for epoch in range(start_epoch, settings.max_epochs + 1):
         epoch_start = time.perf_counter()
+        learning_rate = next_learning_rate(history, settings)
+        keras_model.optimizer.learning_rate = learning_rate  # after loading, which restores the old rate
         sources, targets = epoch_patches(train_pairs, settings, rng)
         losses = []
         n_batches = -(-len(sources) // settings.batch_size)
@@ -203,6 +231,7 @@ def fit(model_config, train_pairs: Sequence[NormalisedPair], val_pairs: Sequence
         history.train_loss.append(float(np.mean(losses)))
         history.val_loss.append(val_mse)
         history.seconds.append(time.perf_counter() - epoch_start)
+        history.learning_rate.append(learning_rate)
         if val_mse <= history.best_val_loss:
             keras_model.save_weights(str(output_dir / BEST_WEIGHTS))
         keras_model.save_weights(str(output_dir / LAST_WEIGHTS))
@@ -211,7 +240,8 @@ def fit(model_config, train_pairs: Sequence[NormalisedPair], val_pairs: Sequence
                                           "settings": settings.to_dict(),
                                           "architecture": model_config.to_dict()}, indent=2))
         write_loss_log(history, output_dir / LOSS_LOG)
-        report(progress, 1.0, f"epoch {epoch}: train {history.train_loss[-1]:.3g}, validation {val_mse:.3g}")
+        report(progress, 1.0, f"epoch {epoch}: train {history.train_loss[-1]:.3g}, validation {val_mse:.3g}, "
+                              f"learning rate {learning_rate:.3g}")
         if epoch - history.best_epoch >= settings.patience:
             break
         if settings.max_minutes is not None and elapsed / 60.0 >= settings.max_minutes:
