@@ -150,6 +150,11 @@ def plot_learning_curve(history: TrainingHistory, path: Path) -> None:
         axes.axhline(history.initial_val_loss, color="grey", linestyle="--", label="validation loss of the input")
     if history.best_epoch is not None:
         axes.axvline(history.best_epoch, color="grey", linestyle=":", label=f"best epoch ({history.best_epoch})")
+    rate_changes = [epoch for epoch, before, after in zip(history.epochs[1:], history.learning_rate,
+                                                          history.learning_rate[1:]) if after != before]
+    for index, epoch in enumerate(rate_changes):
+        axes.axvline(epoch, color="tab:green", linewidth=0.8, alpha=0.6,
+                     label="learning rate lowered" if index == 0 else None)
     axes.set_xlabel("epoch")
     axes.set_ylabel("MSE (normalised units)")
     axes.set_yscale("log")
