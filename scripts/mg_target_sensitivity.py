@@ -1,0 +1,69 @@
+"""How far the MG training target moves when the PSF or the tissue maps are misjudged.
+
+The network sees no MRI and is not told the scanner's PSF (4-9 mm FWHM in training), so it must
+infer both from the PET. This script measures, on held-out simulated subjects, the SSIM and RMSE
+against the MG target of MG recomputed (a) with the right tissue maps but a PSF off by
+``--offsets`` mm and (b) with the right PSF but the GM/WM/CSF maps moved by ``--shifts`` mm along
+x, next to the uncorrected input's: what such errors cost, for reading the evaluation's numbers
+(docs/results.md).
+
+    python scripts/mg_target_sensitivity.py --subjects 3 --offsets -1 1 --shifts 1 2
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+from PETPartialVolumeCorrectionLib.metrics import rmse, ssim
+from PETPartialVolumeCorrectionLib.simulation import simulate_subject, split_seeds
+from PETPartialVolumeCorrectionLib.simulation.subject import mg_target
+
+
+def scores_against_target(subject, offsets_mm, shifts_mm) -> dict:
+    """SSIM and RMSE/RMSE(input) against ``subject.mg_target`` for the input, each PSF offset (mm)
+    and each shift of the tissue maps (whole mm on the 1 mm grid, along x)."""
+    target = subject.mg_target
+    in_view = subject.field_of_view
+    tissue = [map_ * in_view for map_ in (subject.gm, subject.wm, subject.csf)]
+    fwhm = np.asarray(subject.psf_fwhm_mm, dtype=float)
+    input_rmse = rmse(subject.pet_1mm, target)
+    scores = {"input": (ssim(subject.pet_1mm, target), 1.0)}
+    for offset in offsets_mm:
+        shifted = mg_target(subject.pet_1mm, *tissue, tuple(fwhm + offset), subject.spacing_mm)
+        scores[f"PSF {offset:+g} mm"] = (ssim(shifted, target), rmse(shifted, target) / input_rmse)
+    for shift in shifts_mm:
+        moved = [np.roll(map_, int(round(shift / subject.spacing_mm[0])), axis=2) * in_view for map_ in tissue]
+        corrected = mg_target(subject.pet_1mm, *moved, tuple(fwhm), subject.spacing_mm)
+        scores[f"maps {shift:+g} mm"] = (ssim(corrected, target), rmse(corrected, target) / input_rmse)
+    return scores
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--subjects", type=int, default=3, help="held-out test subjects (the evaluation's first)")
+    parser.add_argument("--offsets", type=float, nargs="+", default=[-1.0, 1.0], help="PSF FWHM offsets, mm")
+    parser.add_argument("--shifts", type=float, nargs="+", default=[1.0, 2.0], help="tissue-map shifts along x, mm")
+    parser.add_argument("--seed", type=int, default=0, help="base seed of the splits (as pet-pvc evaluate)")
+    parser.add_argument("--templates", help="template cache .npz (pet-pvc simulate --save-templates)")
+    args = parser.parse_args()
+
+    from PETPartialVolumeCorrectionLib.simulation import SimulationSettings
+
+    _, _, seeds = split_seeds(0, 0, args.subjects, args.seed)
+    table: dict = {}
+    for seed in seeds:
+        subject = simulate_subject(seed, SimulationSettings(templates_path=args.templates))
+        fwhm = ", ".join(f"{value:.1f}" for value in subject.psf_fwhm_mm)
+        for name, (ssim_value, rmse_ratio) in scores_against_target(subject, args.offsets, args.shifts).items():
+            table.setdefault(name, []).append((ssim_value, rmse_ratio))
+            print(f"subject {seed} (PSF {fwhm} mm) {name:>14}: SSIM {ssim_value:.4f}, RMSE / input's {rmse_ratio:.3f}")
+    print("mean over subjects:")
+    for name, values in table.items():
+        ssim_mean, ratio_mean = np.mean(values, axis=0)
+        print(f"  {name:>14}: SSIM {ssim_mean:.4f}, RMSE / input's {ratio_mean:.3f}")
+
+
+if __name__ == "__main__":
+    main()
