@@ -2,7 +2,8 @@
 
 The network sees no MRI and is not told the scanner's PSF (4-9 mm FWHM in training), so it must
 infer both from the PET. This script measures, on held-out simulated subjects, the SSIM and RMSE
-against the MG target of MG recomputed (a) with the right tissue maps but a PSF off by
+and the median absolute error of the cortical parcels' SUVR (as ``pet-pvc evaluate``) against the
+MG target of MG recomputed (a) with the right tissue maps but a PSF off by
 ``--offsets`` mm and (b) with the right PSF but the GM/WM/CSF maps moved by ``--shifts`` mm along
 x, next to the uncorrected input's: what such errors cost, for reading the evaluation's numbers
 (docs/results.md).
@@ -19,24 +20,32 @@ import numpy as np
 from PETPartialVolumeCorrectionLib.metrics import rmse, ssim
 from PETPartialVolumeCorrectionLib.simulation import simulate_subject, split_seeds
 from PETPartialVolumeCorrectionLib.simulation.subject import mg_target
+from PETPartialVolumeCorrectionLib.training.evaluate import parcel_suvr
 
 
 def scores_against_target(subject, offsets_mm, shifts_mm) -> dict:
-    """SSIM and RMSE/RMSE(input) against ``subject.mg_target`` for the input, each PSF offset (mm)
+    """SSIM, RMSE/RMSE(input) and median |parcel SUVR error| against ``subject.mg_target`` for the
+    input, each PSF offset (mm)
     and each shift of the tissue maps (whole mm on the 1 mm grid, along x)."""
     target = subject.mg_target
     in_view = subject.field_of_view
     tissue = [map_ * in_view for map_ in (subject.gm, subject.wm, subject.csf)]
     fwhm = np.asarray(subject.psf_fwhm_mm, dtype=float)
     input_rmse = rmse(subject.pet_1mm, target)
-    scores = {"input": (ssim(subject.pet_1mm, target), 1.0)}
+    target_suvr = parcel_suvr(target, subject.labels)
+
+    def score(image):
+        suvr_error = np.median(np.abs(parcel_suvr(image, subject.labels) / target_suvr - 1.0))
+        return ssim(image, target), rmse(image, target) / input_rmse, suvr_error
+
+    scores = {"input": score(subject.pet_1mm)}
     for offset in offsets_mm:
         shifted = mg_target(subject.pet_1mm, *tissue, tuple(fwhm + offset), subject.spacing_mm)
-        scores[f"PSF {offset:+g} mm"] = (ssim(shifted, target), rmse(shifted, target) / input_rmse)
+        scores[f"PSF {offset:+g} mm"] = score(shifted)
     for shift in shifts_mm:
         moved = [np.roll(map_, int(round(shift / subject.spacing_mm[0])), axis=2) * in_view for map_ in tissue]
         corrected = mg_target(subject.pet_1mm, *moved, tuple(fwhm), subject.spacing_mm)
-        scores[f"maps {shift:+g} mm"] = (ssim(corrected, target), rmse(corrected, target) / input_rmse)
+        scores[f"maps {shift:+g} mm"] = score(corrected)
     return scores
 
 
@@ -56,13 +65,15 @@ def main() -> None:
     for seed in seeds:
         subject = simulate_subject(seed, SimulationSettings(templates_path=args.templates))
         fwhm = ", ".join(f"{value:.1f}" for value in subject.psf_fwhm_mm)
-        for name, (ssim_value, rmse_ratio) in scores_against_target(subject, args.offsets, args.shifts).items():
-            table.setdefault(name, []).append((ssim_value, rmse_ratio))
-            print(f"subject {seed} (PSF {fwhm} mm) {name:>14}: SSIM {ssim_value:.4f}, RMSE / input's {rmse_ratio:.3f}")
+        for name, values in scores_against_target(subject, args.offsets, args.shifts).items():
+            table.setdefault(name, []).append(values)
+            print(f"subject {seed} (PSF {fwhm} mm) {name:>11}: SSIM {values[0]:.4f}, RMSE / input's "
+                  f"{values[1]:.3f}, median SUVR error {100 * values[2]:.2f} %")
     print("mean over subjects:")
     for name, values in table.items():
-        ssim_mean, ratio_mean = np.mean(values, axis=0)
-        print(f"  {name:>14}: SSIM {ssim_mean:.4f}, RMSE / input's {ratio_mean:.3f}")
+        ssim_mean, ratio_mean, suvr_mean = np.mean(values, axis=0)
+        print(f"  {name:>11}: SSIM {ssim_mean:.4f}, RMSE / input's {ratio_mean:.3f}, "
+              f"median SUVR error {100 * suvr_mean:.2f} %")
 
 
 if __name__ == "__main__":
