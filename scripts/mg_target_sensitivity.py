@@ -17,36 +17,27 @@ import argparse
 
 import numpy as np
 
-from PETPartialVolumeCorrectionLib.metrics import rmse, ssim
-from PETPartialVolumeCorrectionLib.simulation import simulate_subject, split_seeds
+from PETPartialVolumeCorrectionLib.simulation import SimulationSettings, simulate_subject, split_seeds
 from PETPartialVolumeCorrectionLib.simulation.subject import mg_target
-from PETPartialVolumeCorrectionLib.training.evaluate import parcel_suvr
+from PETPartialVolumeCorrectionLib.training.evaluate import score_images
 
 
 def scores_against_target(subject, offsets_mm, shifts_mm) -> dict:
     """SSIM, RMSE/RMSE(input) and median |parcel SUVR error| against ``subject.mg_target`` for the
-    input, each PSF offset (mm)
-    and each shift of the tissue maps (whole mm on the 1 mm grid, along x)."""
-    target = subject.mg_target
+    input, each PSF offset (mm) and each shift of the tissue maps (whole mm on the 1 mm grid, along x)."""
     in_view = subject.field_of_view
     tissue = [map_ * in_view for map_ in (subject.gm, subject.wm, subject.csf)]
     fwhm = np.asarray(subject.psf_fwhm_mm, dtype=float)
-    input_rmse = rmse(subject.pet_1mm, target)
-    target_suvr = parcel_suvr(target, subject.labels)
-
-    def score(image):
-        suvr_error = np.median(np.abs(parcel_suvr(image, subject.labels) / target_suvr - 1.0))
-        return ssim(image, target), rmse(image, target) / input_rmse, suvr_error
-
-    scores = {"input": score(subject.pet_1mm)}
+    images = {"input": subject.pet_1mm}
     for offset in offsets_mm:
-        shifted = mg_target(subject.pet_1mm, *tissue, tuple(fwhm + offset), subject.spacing_mm)
-        scores[f"PSF {offset:+g} mm"] = score(shifted)
+        images[f"PSF {offset:+g} mm"] = mg_target(subject.pet_1mm, *tissue, tuple(fwhm + offset), subject.spacing_mm)
     for shift in shifts_mm:
         moved = [np.roll(map_, int(round(shift / subject.spacing_mm[0])), axis=2) * in_view for map_ in tissue]
-        corrected = mg_target(subject.pet_1mm, *moved, tuple(fwhm), subject.spacing_mm)
-        scores[f"maps {shift:+g} mm"] = score(corrected)
-    return scores
+        images[f"maps {shift:+g} mm"] = mg_target(subject.pet_1mm, *moved, tuple(fwhm), subject.spacing_mm)
+    scores = score_images(images, {"mg_target": subject.mg_target}, subject.labels)["mg_target"]
+    input_rmse = scores["input"]["rmse"]
+    return {name: (score["ssim"], score["rmse"] / input_rmse, float(np.median(score["suvr_abs_error"])))
+            for name, score in scores.items()}
 
 
 def main() -> None:
@@ -57,8 +48,6 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="base seed of the splits (as pet-pvc evaluate)")
     parser.add_argument("--templates", help="template cache .npz (pet-pvc simulate --save-templates)")
     args = parser.parse_args()
-
-    from PETPartialVolumeCorrectionLib.simulation import SimulationSettings
 
     _, _, seeds = split_seeds(0, 0, args.subjects, args.seed)
     table: dict = {}
