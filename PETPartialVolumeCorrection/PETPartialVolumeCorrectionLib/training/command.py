@@ -132,7 +132,7 @@ def _run_train(args) -> int:
                                    "input_val_mse": history.initial_val_loss,
                                    "final_train_mse": history.train_loss[-1],
                                    "final_learning_rate": history.learning_rate[-1],
-                                   "training_time_s": sum(history.seconds),
+                                   "training_time_s": history.training_seconds,
                                    "wall_time_s": time.perf_counter() - start,
                                    "hardware": hardware_description()},
     }

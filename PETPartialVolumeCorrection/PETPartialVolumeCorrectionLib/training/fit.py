@@ -5,9 +5,9 @@ size tiles the volume and ``grid_patches`` is on) plus ``random_patches`` patche
 head voxels, mirrored left-right at random. Validation uses fixed patches of the validation subjects
 (same rule, fixed seed). When the validation loss has not improved for ``lr_reduce_patience`` epochs
 the learning rate is multiplied by ``lr_reduce_factor`` (down to ``min_learning_rate``); early
-stopping keeps the best weights. Every epoch writes the last weights
-(with Adam's state) and a state file so a run can be resumed, a loss log (CSV) and
-a learning-curve PNG (train and validation loss, as the study's figure 5).
+stopping keeps the best weights. Every epoch writes the last weights (with Adam's state) and a state
+file so a run can be resumed, a loss log (CSV) and a learning-curve PNG (train and validation loss,
+as the study's figure 5).
 """
 
 from __future__ import annotations
@@ -68,6 +68,11 @@ class TrainingHistory:
     @property
     def best_epoch(self) -> Optional[int]:
         return self.epochs[int(np.argmin(self.val_loss))] if self.val_loss else None
+
+    @property
+    def training_seconds(self) -> float:
+        """Training time of the whole run so far (all sessions of a resumed run), s."""
+        return float(sum(self.seconds))
 
     @property
     def best_val_loss(self) -> float:
@@ -201,7 +206,7 @@ def fit(model_config, train_pairs: Sequence[NormalisedPair], val_pairs: Sequence
     keras_model = build_model(model_config)
     keras_model.compile(optimizer=keras.optimizers.Adam(settings.learning_rate), loss="mse")
 
-    history, start_epoch, elapsed_before = TrainingHistory(), 1, 0.0
+    history, start_epoch = TrainingHistory(), 1
     state_path = output_dir / STATE_FILE
     if resume:
         if not state_path.is_file():
@@ -212,14 +217,13 @@ def fit(model_config, train_pairs: Sequence[NormalisedPair], val_pairs: Sequence
             history.learning_rate = [state["settings"]["learning_rate"]] * len(history.epochs)
         keras_model.optimizer.build(keras_model.trainable_variables)  # so Adam's moments load too
         keras_model.load_weights(str(output_dir / LAST_WEIGHTS))
-        start_epoch, elapsed_before = history.epochs[-1] + 1, state["elapsed_s"]
+        start_epoch = history.epochs[-1] + 1
 
     val_rng = np.random.default_rng(settings.seed + 1_000_003)
     val_sources, val_targets = epoch_patches(val_pairs, settings, val_rng)
     if not resume:  # the untrained network is the identity: this is the input's own loss
         history.initial_val_loss = validation_loss(keras_model, val_sources, val_targets, settings.batch_size)
     rng = np.random.default_rng([settings.seed, start_epoch])
-    started = time.perf_counter()
     for epoch in range(start_epoch, settings.max_epochs + 1):
         epoch_start = time.perf_counter()
         learning_rate = next_learning_rate(history, settings)
@@ -240,16 +244,14 @@ def fit(model_config, train_pairs: Sequence[NormalisedPair], val_pairs: Sequence
         if val_mse <= history.best_val_loss:
             keras_model.save_weights(str(output_dir / BEST_WEIGHTS))
         keras_model.save_weights(str(output_dir / LAST_WEIGHTS))
-        elapsed = elapsed_before + time.perf_counter() - started
-        state_path.write_text(json.dumps({"history": history.to_dict(), "elapsed_s": elapsed,
-                                          "settings": settings.to_dict(),
+        state_path.write_text(json.dumps({"history": history.to_dict(), "settings": settings.to_dict(),
                                           "architecture": model_config.to_dict()}, indent=2))
         write_loss_log(history, output_dir / LOSS_LOG)
         report(progress, 1.0, f"epoch {epoch}: train {history.train_loss[-1]:.3g}, validation {val_mse:.3g}, "
                               f"learning rate {learning_rate:.3g}")
         if epoch - history.best_epoch >= settings.patience:
             break
-        if settings.max_minutes is not None and elapsed / 60.0 >= settings.max_minutes:
+        if settings.max_minutes is not None and history.training_seconds / 60.0 >= settings.max_minutes:
             break
     plot_learning_curve(history, output_dir / LEARNING_CURVE)
     return history
