@@ -8,6 +8,7 @@ import pytest
 
 from PETPartialVolumeCorrectionLib.classical.psf import gaussian_blur
 from PETPartialVolumeCorrectionLib.cli import main
+from PETPartialVolumeCorrectionLib.errors import PVCInputError
 from PETPartialVolumeCorrectionLib.geometry import Geometry
 from PETPartialVolumeCorrectionLib.intensity import IntensityScaling
 from PETPartialVolumeCorrectionLib.io import write_image
@@ -98,6 +99,17 @@ def test_learning_rate_halves_after_a_plateau_then_waits_and_stops_at_the_floor(
     assert next_learning_rate(at_floor, settings) == 2.5e-4  # 1.25e-4 would be below the floor
     never = TrainingSettings(learning_rate=1e-3, lr_reduce_patience=0)
     assert next_learning_rate(stalled, never) == 1e-3
+
+
+@pytest.mark.parametrize("bad", [{"lr_reduce_factor": 1.5}, {"lr_reduce_factor": 0.0}, {"learning_rate": -1e-3},
+                                 {"min_learning_rate": -1.0}, {"lr_reduce_patience": -2}])
+def test_a_learning_rate_schedule_that_cannot_work_is_refused_in_one_line(bad, tmp_path, capsys):
+    with pytest.raises(PVCInputError, match="reduce factor"):
+        TrainingSettings(**bad)
+    code = main(["train", "-o", str(tmp_path / "run"), "--simulate-train", "1",
+                 *(f"--{name.replace('_', '-')}={value}" for name, value in bad.items()), "--progress", "none"])
+    assert code == 2 and len(capsys.readouterr().err.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()
 
 
 def test_train_command_on_a_folder_of_real_pairs_writes_a_verified_model(tmp_path):

@@ -50,6 +50,13 @@ class TrainingSettings:
     max_minutes: Optional[float] = None
     seed: int = 0
 
+    def __post_init__(self):
+        if not (self.learning_rate > 0 and 0 < self.lr_reduce_factor < 1 and self.min_learning_rate >= 0
+                and self.lr_reduce_patience >= 0):
+            raise PVCInputError(f"learning rate {self.learning_rate} must be > 0, its reduce factor "
+                                f"{self.lr_reduce_factor} in (0, 1), its floor {self.min_learning_rate} >= 0 "
+                                f"and the reduce patience {self.lr_reduce_patience} >= 0")
+
     def to_dict(self) -> dict:
         return asdict(self)
 
