@@ -11,9 +11,10 @@ import warnings
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from scipy import ndimage
 
 from PETPartialVolumeCorrectionLib import classical
-from PETPartialVolumeCorrectionLib.classical import psf, regional
+from PETPartialVolumeCorrectionLib.classical import psf, regional, voxelwise
 from PETPartialVolumeCorrectionLib.classical.voxelwise import erosion_radius_voxels
 from PETPartialVolumeCorrectionLib.errors import PVCInputError
 
@@ -215,6 +216,23 @@ def test_mueller_gaertner_eroded_wm_value(labels):
     assert classical.mg_compartment_values(observed, tissues, wm_value="eroded")["wm"] == pytest.approx(1.0, rel=1e-6)
     corrected = classical.mueller_gaertner(observed, blurred_tissues=tissues, wm_value="eroded")
     assert np.max(np.abs(corrected[maps["gm"] > 0.5] - 4.0)) < 4.0 * EXACT
+
+
+@pytest.mark.parametrize("touches_border", [False, True])
+def test_wm_erosion_keeps_the_voxels_itk_binary_ball_keeps(touches_border):
+    """PETPVC erodes WM with ITK's BinaryErode and a BinaryBall of radius 6 (at <= 1 mm voxels)."""
+    n = 48
+    z, y, x = np.mgrid[:n, :n, :n] - n / 2 + 0.5
+    wm = np.sqrt(x ** 2 + (1.1 * y) ** 2 + (0.8 * z) ** 2) < 19
+    wm[(np.abs(x) < 2) & (y > 0)] = False                     # a cleft: the ball must not fit across it
+    if touches_border:
+        wm[:, :, :4] = True
+    reference = sitk.GetArrayFromImage(sitk.BinaryErode(sitk.GetImageFromArray(wm.astype(np.uint8)),
+                                                        [6, 6, 6], sitk.sitkBall, 0, 1)).astype(bool)
+    box = ndimage.find_objects(wm.astype(np.uint8))[0]
+    core = voxelwise.eroded_wm_core(wm[box], box, wm.shape, erosion_radius_voxels((1.0, 1.0, 1.0)))
+    assert 500 < reference.sum() < wm.sum() / 3
+    assert np.array_equal(core, reference[box]) and reference[box].sum() == reference.sum()
 
 
 def test_erosion_radius_follows_petpvc():

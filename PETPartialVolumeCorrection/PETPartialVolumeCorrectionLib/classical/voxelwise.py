@@ -176,12 +176,26 @@ def erosion_radius_voxels(spacing_mm) -> int:
     return int(np.floor(8.0 - 2.0 * size + 0.5))
 
 
+def eroded_wm_core(wm_mask: np.ndarray, box, shape, radius: int) -> np.ndarray:
+    """``wm_mask`` (over ``box`` of a grid of ``shape``, ``[z, y, x]``) eroded by ITK's
+    ``BinaryBallStructuringElement`` of ``radius`` voxels, as PETPVC's ``BinaryErodeImageFilter``:
+    the ball holds the offsets ``d`` with ``|d| <= radius + 0.5``, and the image border counts as
+    foreground (ITK's default). A voxel is kept when no non-WM voxel lies within ``radius + 0.5``.
+    """
+    # Outside the box every voxel is non-WM; beyond the image border ITK assumes foreground, as
+    # does the distance transform beyond the array: pad with background only inside the grid.
+    padding = [(int(s.start > 0), int(s.stop < n)) for s, n in zip(box, shape)]
+    padded = np.pad(wm_mask, padding)
+    inner = tuple(slice(before, before + size) for (before, _), size in zip(padding, wm_mask.shape))
+    distance = ndimage.distance_transform_edt(padded)[inner]
+    return distance > radius + 0.5
+
+
 def eroded_wm_mean(pet: np.ndarray, wm_region, spacing_mm, wm_threshold: float = 0.5) -> float:
-    """Mean PET over the WM mask (``WM > wm_threshold``) eroded by a ball of
-    :func:`erosion_radius_voxels`: voxels farther than the radius from any non-WM voxel."""
+    """Mean PET over the WM mask (``WM > wm_threshold``) eroded as PETPVC does (:func:`eroded_wm_core`
+    with :func:`erosion_radius_voxels`)."""
     radius = erosion_radius_voxels(spacing_mm)
-    mask = np.pad(wm_region.weights > wm_threshold, 1)
-    core = ndimage.distance_transform_edt(mask)[1:-1, 1:-1, 1:-1] > radius
+    core = eroded_wm_core(wm_region.weights > wm_threshold, wm_region.box, pet.shape, radius)
     if not np.any(core):
         raise PVCInputError(f"MG: the WM mask eroded by {radius} voxels is empty; give wm_value='gtm' "
                             "or a number (the WM activity, PET units)")
