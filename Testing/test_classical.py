@@ -134,7 +134,7 @@ def test_implausible_psf_warns(fwhm):
         psf.check_fwhm(fwhm)
 
 
-@pytest.mark.parametrize("fwhm", [-1.0, float("nan"), (8.0, 8.0), "eight"])
+@pytest.mark.parametrize("fwhm", [-1.0, float("nan"), (8.0, 8.0), "eight", 50.0, (8.0, 8.0, 20.5)])
 def test_bad_psf_is_refused(fwhm):
     with pytest.raises(PVCInputError, match="FWHM"):
         psf.check_fwhm(fwhm)
@@ -181,10 +181,35 @@ def test_rbv_followed_by_intraregional_deconvolution_keeps_exact_values(labels, 
 
 def test_iterative_yang_converges_to_true_values(labels, truth, observed):
     shared = classical.blur_regions(labels=labels, fwhm_mm=FWHM, spacing_mm=SPACING)
-    errors = [relative_error(classical.iterative_yang(observed, blurred_regions=shared, iterations=n), truth)
-              for n in (1, 3, 10, 30)]
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="iterative Yang has not converged")
+        errors = [relative_error(classical.iterative_yang(observed, blurred_regions=shared, iterations=n), truth)
+                  for n in (1, 3, 10, 30)]
     assert all(later < earlier for earlier, later in zip(errors, errors[1:]))
     assert errors[-1] < EXACT
+
+
+def test_iterative_yang_reports_its_convergence_and_warns_when_not_converged(labels, observed):
+    shared = classical.blur_regions(labels=labels, fwhm_mm=FWHM, spacing_mm=SPACING)
+    with pytest.warns(UserWarning, match="iterative Yang has not converged after 3 iterations: the mean of region"):
+        _, early = classical.iterative_yang(observed, blurred_regions=shared, iterations=3, return_convergence=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _, late = classical.iterative_yang(observed, blurred_regions=shared, iterations=30, return_convergence=True)
+    assert early["iy"].iterations_run == 3 and early["iy"].stopped_by == "iterations"
+    assert early["iy"].last_relative_change > voxelwise.IY_CONVERGENCE_TOLERANCE > late["iy"].last_relative_change
+
+
+def test_deconvolution_reports_iterations_run_and_why_it_stopped(observed):
+    _, vc = classical.van_cittert(observed, fwhm_mm=FWHM, spacing_mm=SPACING, iterations=50, tolerance=0.01,
+                                  return_convergence=True)
+    assert vc["vc"].stopped_by == "tolerance" and 1 < vc["vc"].iterations_run < 50
+    assert vc["vc"].last_relative_change < 0.01
+    _, vc_all = classical.van_cittert(observed, fwhm_mm=FWHM, spacing_mm=SPACING, iterations=2, tolerance=0.0,
+                                      return_convergence=True)
+    assert (vc_all["vc"].iterations_run, vc_all["vc"].stopped_by) == (2, "iterations")
+    _, rl = classical.richardson_lucy(observed, fwhm_mm=FWHM, spacing_mm=SPACING, iterations=4, return_convergence=True)
+    assert (rl["rl"].iterations_run, rl["rl"].stopped_by) == (4, "iterations") and rl["rl"].last_relative_change > 0
 
 
 def tissue_phantom(labels, smooth: bool):
@@ -351,8 +376,10 @@ def test_zero_regional_activity_gives_no_nan(labels):
     truth = activity(labels, {**TRUE_VALUES, 4: 0.0, 0: 0.0})
     observed = psf.gaussian_blur(truth, FWHM, SPACING)
     for method, tolerance in ((classical.rbv, EXACT), (classical.multi_target_correction, EXACT),
-                              (classical.iterative_yang, 0.01)):  # iY nears a zero region slowly
-        corrected = method(observed, labels=labels, fwhm_mm=FWHM, spacing_mm=SPACING)
+                              (classical.iterative_yang, 0.01)):  # iY nears a zero region slowly (and says so)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="iterative Yang has not converged")
+            corrected = method(observed, labels=labels, fwhm_mm=FWHM, spacing_mm=SPACING)
         assert np.all(np.isfinite(corrected))
         assert relative_error(corrected, truth) < tolerance
 

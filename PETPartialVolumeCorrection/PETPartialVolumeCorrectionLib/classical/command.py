@@ -158,6 +158,7 @@ def run_methods(pet: np.ndarray, spacing_mm, methods, options: ClassicalOptions,
                                            if k not in ("fwhm_mm", "kernel", "names")}})
     timings = run.record["timings_s"] = {}
     conditions = run.record["condition_numbers"] = {}
+    convergence = {}
     regions = tissues = None
     if any(m in REGIONAL_METHODS + REGION_METHODS for m in methods):
         start = time.perf_counter()
@@ -197,12 +198,13 @@ def run_methods(pet: np.ndarray, spacing_mm, methods, options: ClassicalOptions,
         elif method.startswith("rbv"):
             conditions.setdefault("gtm", gtm(pet, blurred_regions=regions,
                                              non_negative=options.non_negative).condition_number)
-            run.images[method] = rbv(pet, blurred_regions=regions, non_negative=options.non_negative,
-                                     deconvolution=method[4:] or None, progress=step, cancel=cancel, **deconvolution)
+            run.images[method], convergence[method] = rbv(
+                pet, blurred_regions=regions, non_negative=options.non_negative, deconvolution=method[4:] or None,
+                return_convergence=True, progress=step, cancel=cancel, **deconvolution)
         elif method.startswith("iy"):
-            run.images[method] = iterative_yang(pet, blurred_regions=regions, iterations=options.iterations,
-                                                deconvolution=method[3:] or None, progress=step, cancel=cancel,
-                                                **deconvolution)
+            run.images[method], convergence[method] = iterative_yang(
+                pet, blurred_regions=regions, iterations=options.iterations, deconvolution=method[3:] or None,
+                return_convergence=True, progress=step, cancel=cancel, **deconvolution)
         elif method == MG_METHOD:
             values = mg_compartment_values(pet, tissues, wm_value=wm_value, csf_value=csf_value)
             run.record["mg"] = {"wm_source": options.wm_value, "wm_value": values["wm"],
@@ -211,12 +213,16 @@ def run_methods(pet: np.ndarray, spacing_mm, methods, options: ClassicalOptions,
             run.images[method] = mueller_gaertner(pet, blurred_tissues=tissues, wm_value=values["wm"],
                                                   csf_value=values["csf"], gm_threshold=options.gm_threshold)
         elif method == "vc":
-            run.images[method] = van_cittert(pet, alpha=options.alpha, iterations=options.deconvolution_iterations,
-                                             tolerance=options.tolerance, progress=step, cancel=cancel, **psf_args)
+            run.images[method], convergence[method] = van_cittert(
+                pet, alpha=options.alpha, iterations=options.deconvolution_iterations, tolerance=options.tolerance,
+                return_convergence=True, progress=step, cancel=cancel, **psf_args)
         else:
-            run.images[method] = richardson_lucy(pet, iterations=options.deconvolution_iterations, progress=step,
-                                                 cancel=cancel, **psf_args)
+            run.images[method], convergence[method] = richardson_lucy(
+                pet, iterations=options.deconvolution_iterations, return_convergence=True, progress=step,
+                cancel=cancel, **psf_args)
         timings[method] = round(time.perf_counter() - start, 3)
+    run.record["convergence"] = {method: {step: record.to_dict() for step, record in steps.items()}
+                                 for method, steps in convergence.items() if steps}
     report(progress, 1.0, "done")
     return run
 

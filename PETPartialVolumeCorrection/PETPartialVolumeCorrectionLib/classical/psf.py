@@ -38,6 +38,10 @@ ITK_MAXIMUM_KERNEL_WIDTH = 32
 
 #: PSF FWHM outside this range (mm) draws a warning: brain PET scanners lie at ~3.5-8.5 mm.
 PLAUSIBLE_FWHM_MM = (1.0, 15.0)
+#: A PSF FWHM above this (mm, any axis) is refused: no PET scanner blurs this much (a PET smoothed
+#: twice with 8 mm reaches 11.3 mm), and the corrections become absurd (RBV at 50 mm: values 1e6
+#: times the input's). Most often the value was given in the wrong unit (voxels, or mm for cm).
+MAX_FWHM_MM = 20.0
 
 #: Volumes with at least this many voxels are blurred in slabs on several threads.
 THREADED_BLUR_MIN_VOXELS = 2_000_000
@@ -48,8 +52,8 @@ BLUR_THREADS = max(1, min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_
 def check_fwhm(fwhm_mm, warn: bool = True) -> np.ndarray:
     """Validate a PSF FWHM (mm, a number or ``(x, y, z)``) and return it as ``(x, y, z)`` floats.
 
-    Raises :class:`PVCInputError` for a wrong length, negative or non-finite values; warns
-    (``UserWarning``) when an axis lies outside :data:`PLAUSIBLE_FWHM_MM`.
+    Raises :class:`PVCInputError` for a wrong length, negative or non-finite values, or an axis above
+    :data:`MAX_FWHM_MM`; warns (``UserWarning``) when an axis lies outside :data:`PLAUSIBLE_FWHM_MM`.
     """
     try:
         values = np.asarray(fwhm_mm, dtype=float).ravel()
@@ -61,6 +65,9 @@ def check_fwhm(fwhm_mm, warn: bool = True) -> np.ndarray:
         raise PVCInputError(f"PSF FWHM needs 1 or 3 values in mm (x y z), got {values.size}")
     if not np.all(np.isfinite(values)) or np.any(values < 0):
         raise PVCInputError(f"PSF FWHM {tuple(values.tolist())} mm must be finite and >= 0")
+    if np.any(values > MAX_FWHM_MM):
+        raise PVCInputError(f"PSF FWHM {tuple(round(v, 3) for v in values.tolist())} mm is above {MAX_FWHM_MM:g} mm, "
+                            "wider than any PET scanner's (brain scanners ~3.5-8.5 mm); give the FWHM in mm")
     low, high = PLAUSIBLE_FWHM_MM
     if warn and (np.any(values < low) or np.any(values > high)):
         warnings.warn(f"PSF FWHM {tuple(round(v, 3) for v in values.tolist())} mm is implausible for a "

@@ -24,7 +24,7 @@ from scipy import ndimage
 
 from ..errors import PVCInputError
 from ..progress import raise_if_cancelled, report, scaled
-from .deconvolution import intraregional_deconvolution
+from .deconvolution import Convergence, intraregional_deconvolution
 from .regional import checked_pet, gtm, prepared_regions
 from .regions import BlurredRegions, RegionSet, blur_region_set
 
@@ -37,6 +37,11 @@ MG_RANGE_FACTOR = 10.0
 #: Region numbers of the tissue maps in MG's region set.
 GM_ID, WM_ID, CSF_ID = 1, 2, 3
 WM_VALUE_SOURCES = ("eroded", "gtm")
+#: iY warns when a regional mean still changed by more than this (relative) in its last iteration.
+IY_CONVERGENCE_TOLERANCE = 0.01
+#: Regional means below this fraction of the largest count their iY change relative to that fraction.
+IY_CHANGE_FLOOR = 1e-3
+IY_CHANGE = "max over regions of |m_k - m_(k-1)| / max(|m_k|, 1e-3 max|m_k|), m = regional means of f"
 
 
 def _region_ratio_correction(pet: np.ndarray, synthetic: np.ndarray, blurred_synthetic: np.ndarray) -> np.ndarray:
@@ -67,7 +72,7 @@ def rbv(pet, *, labels=None, probabilities=None, region_ids=None, fwhm_mm=None, 
         kernel: str = "gaussian", add_background: bool = True, non_negative: bool = False,
         deconvolution: Optional[str] = None, deconvolution_iterations: int = 10, alpha: float = 1.5,
         tolerance: float = 0.01, blurred_regions: Optional[BlurredRegions] = None,
-        progress=None, cancel=None) -> np.ndarray:
+        return_convergence: bool = False, progress=None, cancel=None):
     """Region-based voxel-wise correction (RBV), optionally followed by intra-regional deconvolution.
 
     Args:
@@ -76,8 +81,10 @@ def rbv(pet, *, labels=None, probabilities=None, region_ids=None, fwhm_mm=None, 
         non_negative: constrain the GTM values to be >= 0.
         deconvolution: None, ``"vc"`` or ``"rl"`` (RBV+VC, RBV+RL); deconvolution_iterations,
             alpha, tolerance: its settings (see :mod:`.deconvolution`).
+        return_convergence: also return the deconvolution's ``{"vc" or "rl": Convergence}`` (``{}``
+            without deconvolution).
 
-    Returns: float32 ``[z, y, x]`` in the PET's units.
+    Returns: float32 ``[z, y, x]`` in the PET's units (and the convergence records if asked).
     """
     pet, blurred, values = _regions_with_gtm_values(
         pet, labels=labels, probabilities=probabilities, region_ids=region_ids, fwhm_mm=fwhm_mm,
@@ -85,22 +92,26 @@ def rbv(pet, *, labels=None, probabilities=None, region_ids=None, fwhm_mm=None, 
         blurred_regions=blurred_regions, progress=scaled(progress, 0.0, 0.5), cancel=cancel)
     corrected = _region_ratio_correction(pet, blurred.regions.combine(values), blurred.blurred_combination(values))
     report(progress, 0.6, "RBV done")
-    corrected = intraregional_deconvolution(corrected, blurred, deconvolution, iterations=deconvolution_iterations,
-                                            alpha=alpha, tolerance=tolerance, progress=scaled(progress, 0.6, 1.0),
-                                            cancel=cancel)
-    return _ensure_finite(corrected, "RBV")
+    corrected, convergence = intraregional_deconvolution(
+        corrected, blurred, deconvolution, iterations=deconvolution_iterations, alpha=alpha, tolerance=tolerance,
+        progress=scaled(progress, 0.6, 1.0), cancel=cancel)
+    corrected = _ensure_finite(corrected, "RBV")
+    return (corrected, convergence) if return_convergence else corrected
 
 
 def iterative_yang(pet, *, labels=None, probabilities=None, region_ids=None, fwhm_mm=None, spacing_mm=None,
                    iterations: int = 10, kernel: str = "gaussian", add_background: bool = True,
                    deconvolution: Optional[str] = None, deconvolution_iterations: int = 10, alpha: float = 1.5,
                    tolerance: float = 0.01, blurred_regions: Optional[BlurredRegions] = None,
-                   progress=None, cancel=None) -> np.ndarray:
+                   return_convergence: bool = False, progress=None, cancel=None):
     """Iterative Yang (iY), optionally followed by intra-regional deconvolution (iY+VC, iY+RL).
 
-    Args as :func:`rbv`; ``iterations``: number of iY updates (10 as PETPVC).
+    Args as :func:`rbv`; ``iterations``: number of iY updates (10 as PETPVC; always all run).
+    Warns when a regional mean of the result still changed by more than
+    :data:`IY_CONVERGENCE_TOLERANCE` in the last update (not converged: raise ``iterations``).
+    return_convergence: also return ``{"iy": Convergence, ("vc" or "rl": Convergence)}``.
 
-    Returns: float32 ``[z, y, x]`` in the PET's units.
+    Returns: float32 ``[z, y, x]`` in the PET's units (and the convergence records if asked).
     """
     if int(iterations) != iterations or iterations < 1:
         raise PVCInputError(f"iterations must be a whole number >= 1, got {iterations}")
@@ -109,15 +120,35 @@ def iterative_yang(pet, *, labels=None, probabilities=None, region_ids=None, fwh
                                fwhm_mm=fwhm_mm, spacing_mm=spacing_mm, kernel=kernel, add_background=add_background,
                                blurred_regions=blurred_regions, progress=scaled(progress, 0.0, 0.4), cancel=cancel)
     estimate = pet
+    means = np.maximum(blurred.regions.means(estimate), 0.0)
     for k in range(int(iterations)):
-        means = np.maximum(blurred.regions.means(estimate), 0.0)
         estimate = _region_ratio_correction(pet, blurred.regions.combine(means), blurred.blurred_combination(means))
+        previous, means = means, np.maximum(blurred.regions.means(estimate), 0.0)
         report(progress, 0.4 + 0.3 * (k + 1) / iterations, f"iterative Yang {k + 1}/{iterations}")
         raise_if_cancelled(cancel)
-    estimate = intraregional_deconvolution(estimate, blurred, deconvolution, iterations=deconvolution_iterations,
-                                           alpha=alpha, tolerance=tolerance, progress=scaled(progress, 0.7, 1.0),
-                                           cancel=cancel)
-    return _ensure_finite(estimate, "iterative Yang")
+    convergence = {"iy": _iy_convergence(blurred, previous, means, int(iterations))}
+    estimate, deconvolved = intraregional_deconvolution(
+        estimate, blurred, deconvolution, iterations=deconvolution_iterations, alpha=alpha, tolerance=tolerance,
+        progress=scaled(progress, 0.7, 1.0), cancel=cancel)
+    estimate = _ensure_finite(estimate, "iterative Yang")
+    return (estimate, {**convergence, **deconvolved}) if return_convergence else estimate
+
+
+def _iy_convergence(blurred: BlurredRegions, previous: np.ndarray, means: np.ndarray, iterations: int) -> Convergence:
+    """iY's last change of the regional means (see :data:`IY_CHANGE`), with a warning above
+    :data:`IY_CONVERGENCE_TOLERANCE` naming the region that moved most."""
+    scale = np.maximum(np.abs(means), IY_CHANGE_FLOOR * max(float(np.abs(means).max()), np.finfo(float).tiny))
+    changes = np.abs(means - previous) / scale
+    worst = int(np.argmax(changes))
+    change = float(changes[worst])
+    if change > IY_CONVERGENCE_TOLERANCE:
+        region = blurred.regions.regions[worst]
+        warnings.warn(f"iterative Yang has not converged after {iterations} iterations: the mean of region "
+                      f"{region.region_id}" + (f" ({region.name})" if region.name else "") +
+                      f" still changed by {100 * change:.2g} % in the last one (more than "
+                      f"{100 * IY_CONVERGENCE_TOLERANCE:g} %); raise the iterations (command line: --iterations)",
+                      UserWarning, stacklevel=3)
+    return Convergence(iterations, iterations, "iterations", change, IY_CONVERGENCE_TOLERANCE, IY_CHANGE)
 
 
 def _divide_clamped(numerator: np.ndarray, fraction: np.ndarray, members: np.ndarray, counts: list) -> np.ndarray:
