@@ -533,12 +533,14 @@ def test_regional_table_files(labels, observed, tmp_path):
     rows = result.to_table()
     assert rows[0] == {"label": 1, "name": "cortex", "voxels": int(np.count_nonzero(labels == 1)),
                        "uncorrected_mean": pytest.approx(result.uncorrected_means[0]),
-                       "corrected_value": pytest.approx(4.0, rel=EXACT)}
+                       "corrected_value": pytest.approx(4.0, rel=EXACT),
+                       "noise_amplification": pytest.approx(np.abs(np.linalg.inv(result.matrix)[0]).sum()),
+                       "merged_labels": []}
     csv_path = result.write_csv(tmp_path / "gtm.csv")
     lines = csv_path.read_text().splitlines()
-    assert lines[0] == "label,name,voxels,uncorrected_mean,corrected_value"
+    assert lines[0] == "label,name,voxels,uncorrected_mean,corrected_value,noise_amplification,merged_labels"
     assert lines[2].startswith("2,white matter,")
-    assert float(lines[2].split(",")[-1]) == pytest.approx(1.0, rel=EXACT)
+    assert float(lines[2].split(",")[4]) == pytest.approx(1.0, rel=EXACT)
     import json
     record = json.loads(result.write_json(tmp_path / "gtm.json").read_text())
     assert record["kernel"] == "gaussian" and record["condition_number"] == pytest.approx(result.condition_number)

@@ -30,6 +30,7 @@ from .psf import KERNELS, blur, check_fwhm, kernel_radii, psf_kernels
 #: interpolation; such values are clipped (sums rescaled to 1). Larger deviations are errors.
 PROBABILITY_TOLERANCE = 0.01
 BACKGROUND_NAME = "background (added)"
+SMALL_REGION_POOL_NAME = "small regions (merged)"
 #: Label values above this are counted with np.unique instead of a bincount table.
 MAX_TABULATED_LABEL = 1_000_000
 
@@ -47,6 +48,7 @@ class Region:
         weights: float32 membership (0/1 or probability) over ``box``.
         voxel_count: sum of the weights (voxels; fractional for probabilities).
         is_added_background: True for the complement region added by this library.
+        merged_labels: labels merged into this region as smaller than the minimum region size.
     """
 
     region_id: int
@@ -55,6 +57,7 @@ class Region:
     weights: np.ndarray
     voxel_count: float
     is_added_background: bool = False
+    merged_labels: tuple = ()
 
 
 def _bounding_box(mask: np.ndarray) -> Box:
@@ -137,20 +140,23 @@ class RegionSet:
 
     @classmethod
     def from_inputs(cls, *, labels=None, probabilities=None, region_ids=None, names=None,
-                    add_background: bool = True, shape=None) -> "RegionSet":
+                    add_background: bool = True, shape=None, min_region_voxels: int = 0,
+                    small_region_pool: Optional[int] = None) -> "RegionSet":
         """Regions from exactly one of ``labels`` (3D integer image) or ``probabilities``
-        (4D ``[region, z, y, x]``, a sequence of 3D maps, or a mapping name -> 3D map)."""
+        (4D ``[region, z, y, x]``, a sequence of 3D maps, or a mapping name -> 3D map); the
+        minimum region size applies to labels only."""
         if (labels is None) == (probabilities is None):
             raise PVCInputError("give the regions either as a label image or as probability maps (exactly one)")
         if labels is not None:
-            return cls.from_labels(labels, region_ids=region_ids, names=names,
-                                   add_background=add_background, shape=shape)
+            return cls.from_labels(labels, region_ids=region_ids, names=names, add_background=add_background,
+                                   shape=shape, min_region_voxels=min_region_voxels,
+                                   small_region_pool=small_region_pool)
         return cls.from_probabilities(probabilities, region_ids=region_ids, names=names,
                                       add_background=add_background, shape=shape)
 
     @classmethod
     def from_labels(cls, labels, *, region_ids=None, names=None, add_background: bool = True,
-                    shape=None) -> "RegionSet":
+                    shape=None, min_region_voxels: int = 0, small_region_pool: Optional[int] = None) -> "RegionSet":
         """Regions from a 3D label image ``[z, y, x]`` of non-negative whole numbers.
 
         Args:
@@ -161,6 +167,11 @@ class RegionSet:
             add_background: add the complement of the regions as a region (with a warning) when
                 some voxels are uncovered.
             shape: the PET grid's shape, checked against the label image's.
+            min_region_voxels: regions with fewer voxels are merged (with a warning) into their
+                largest neighbour (the touching region with the most voxels; label 0, i.e. the
+                uncovered voxels, when no region touches them), or into ``small_region_pool``.
+            small_region_pool: a label to merge every small region into (added, named
+                :data:`SMALL_REGION_POOL_NAME`, when absent); None: each into its largest neighbour.
         """
         labels = _checked_label_array(labels, shape)
         counts, present = _label_counts(labels)
@@ -175,6 +186,16 @@ class RegionSet:
             raise PVCInputError(f"region(s) {empty} are empty (no voxel has that label); "
                                 "remove them from the region list or fix the segmentation")
         names = dict(names or {})
+        merged_into: dict[int, int] = {}
+        if min_region_voxels > 0:
+            labels, merged_into = merge_small_regions(labels, ids, counts, int(min_region_voxels), small_region_pool)
+            if merged_into:
+                _warn_merged(merged_into, counts, names, min_region_voxels)
+                if small_region_pool is not None and small_region_pool not in ids:
+                    ids.append(int(small_region_pool))
+                    names.setdefault(int(small_region_pool), SMALL_REGION_POOL_NAME)
+                ids = [i for i in ids if i not in merged_into]
+                counts, _ = _label_counts(labels)
         boxes = ndimage.find_objects(labels) if labels.max() <= MAX_TABULATED_LABEL else None
         regions = []
         for region_id in ids:
@@ -183,7 +204,9 @@ class RegionSet:
             else:
                 box = boxes[region_id - 1]
             weights = (labels[box] == region_id).astype(np.float32)
-            regions.append(Region(region_id, names.get(region_id), box, weights, float(counts[region_id])))
+            merged = tuple(sorted(small for small, into in merged_into.items() if into == region_id))
+            regions.append(Region(region_id, names.get(region_id), box, weights, float(counts[region_id]),
+                                  merged_labels=merged))
         covered = sum(counts[i] for i in ids)
         if covered < labels.size and add_background:
             assigned = np.zeros(labels.shape, dtype=bool)
@@ -192,8 +215,9 @@ class RegionSet:
             uncovered = ~assigned
             box = _bounding_box(uncovered)
             background_id = _background_id(ids)
+            merged = tuple(sorted(small for small, into in merged_into.items() if into not in ids))
             regions.append(Region(background_id, BACKGROUND_NAME, box, uncovered[box].astype(np.float32),
-                                  float(labels.size - covered), is_added_background=True))
+                                  float(labels.size - covered), is_added_background=True, merged_labels=merged))
             _warn_background_added(labels.size - covered, background_id,
                                    "label 0" if region_ids is None else "labels not in the region list")
         return cls(labels.shape, regions)
@@ -247,6 +271,53 @@ class RegionSet:
             if warn_background:
                 _warn_background_added(uncovered, background_id, "1 - sum of the probabilities")
         return cls(grid_shape, regions)
+
+
+def merge_small_regions(labels: np.ndarray, ids, counts: dict, min_region_voxels: int,
+                        pool: Optional[int]) -> tuple[np.ndarray, dict[int, int]]:
+    """A copy of ``labels`` with the regions of ``ids`` smaller than ``min_region_voxels`` relabelled,
+    smallest first, into ``pool`` or their largest touching region of ``ids`` (6-connected; one that
+    is itself small only when nothing else touches; label 0, uncovered, when no region touches), and
+    ``{small label: label merged into}``."""
+    small = sorted((i for i in ids if counts[i] < min_region_voxels), key=lambda i: (counts[i], i))
+    if not small:
+        return labels, {}
+    if pool is not None and (pool < 0 or pool in small):
+        raise PVCInputError(f"the pool for small regions must be a label >= 0 that is not itself small, got {pool}")
+    if pool is None and len(small) == len(ids):
+        raise PVCInputError(f"every region has fewer than {min_region_voxels} voxels; lower the minimum region size")
+    labels = labels.copy()
+    counts = dict(counts)
+    regions = set(ids)
+    merged_into: dict[int, int] = {}
+    structure = ndimage.generate_binary_structure(3, 1)
+    for label in small:
+        box = _grow_box(_bounding_box(labels == label), (1, 1, 1), labels.shape)
+        mask = labels[box] == label
+        shell = ndimage.binary_dilation(mask, structure) & ~mask
+        touching = [int(v) for v in np.unique(labels[box][shell]) if v in regions]
+        large = [v for v in touching if v not in small or v in merged_into]
+        target = pool if pool is not None else max(large or touching or [0], key=lambda v: (counts.get(v, 0), -v))
+        labels[box][mask] = target
+        counts[target] = counts.get(target, 0) + counts.pop(label)
+        merged_into[label] = target
+    # A small region merged into one merged later follows it to its final label.
+    for label, target in merged_into.items():
+        while target in merged_into:
+            target = merged_into[target]
+        merged_into[label] = target
+    return labels, merged_into
+
+
+def _warn_merged(merged_into: dict, counts: dict, names: dict, min_region_voxels: int) -> None:
+    def described(label):
+        return f"{label}" + (f" {names[label]}" if names.get(label) else "")
+
+    listed = ", ".join(f"{described(small)} ({counts[small]} voxels) -> {described(into) if into else 'uncovered (0)'}"
+                       for small, into in list(merged_into.items())[:10])
+    more = f" and {len(merged_into) - 10} more" if len(merged_into) > 10 else ""
+    warnings.warn(f"merged {len(merged_into)} region(s) smaller than {min_region_voxels} voxels: {listed}{more} "
+                  "(listed in the table's merged_labels)", UserWarning, stacklevel=4)
 
 
 def _warn_background_added(voxels: float, background_id: int, source: str) -> None:
@@ -436,19 +507,21 @@ class BlurredRegions:
 
 
 def blur_regions(*, labels=None, probabilities=None, region_ids=None, names=None, fwhm_mm, spacing_mm,
-                 kernel: str = "gaussian", add_background: bool = True, shape=None,
-                 progress=None, cancel=None) -> BlurredRegions:
+                 kernel: str = "gaussian", add_background: bool = True, shape=None, min_region_voxels: int = 0,
+                 small_region_pool: Optional[int] = None, progress=None, cancel=None) -> BlurredRegions:
     """Check the regions and blur each one inside its grown bounding box (threads over regions).
 
     Args:
-        labels / probabilities / region_ids / names / add_background: see :meth:`RegionSet.from_inputs`.
+        labels / probabilities / region_ids / names / add_background / min_region_voxels /
+            small_region_pool: see :meth:`RegionSet.from_inputs` and :meth:`RegionSet.from_labels`.
         fwhm_mm: PSF FWHM in mm, a number or ``(x, y, z)``; spacing_mm: voxel size ``(x, y, z)`` mm.
         kernel: ``"gaussian"`` (sampled) or ``"itk"`` (PETPVC's discrete kernel).
         shape: the PET grid's shape ``[z, y, x]``, checked against the regions'.
         progress, cancel: see :mod:`..progress`.
     """
     regions = RegionSet.from_inputs(labels=labels, probabilities=probabilities, region_ids=region_ids,
-                                    names=names, add_background=add_background, shape=shape)
+                                    names=names, add_background=add_background, shape=shape,
+                                    min_region_voxels=min_region_voxels, small_region_pool=small_region_pool)
     return blur_region_set(regions, fwhm_mm=fwhm_mm, spacing_mm=spacing_mm, kernel=kernel,
                            progress=progress, cancel=cancel)
 
