@@ -9,7 +9,8 @@ import SimpleITK as sitk
 
 from PETPartialVolumeCorrectionLib import cli
 from PETPartialVolumeCorrectionLib.classical import psf
-from PETPartialVolumeCorrectionLib.classical.command import correct_classical, output_names, read_region_names
+from PETPartialVolumeCorrectionLib.classical.command import correct_classical, output_names
+from PETPartialVolumeCorrectionLib.classical.segmentation import read_color_table
 from PETPartialVolumeCorrectionLib.geometry import Geometry
 from PETPartialVolumeCorrectionLib.io import read_image, write_image
 from PETPartialVolumeCorrectionLib.progress import ProcessingCancelled
@@ -210,10 +211,10 @@ def test_bad_command_lines_exit_2(files, tmp_path, capsys, arguments, message):
 def test_region_names_from_csv_and_lut(tmp_path):
     table = tmp_path / "names.csv"
     table.write_text('label,name\n1,"Left, cortex"\n17,Left-Hippocampus\n')
-    assert read_region_names(table) == {1: "Left, cortex", 17: "Left-Hippocampus"}
+    assert read_color_table(table).names == {1: "Left, cortex", 17: "Left-Hippocampus"}
     lut = tmp_path / "lut.txt"
     lut.write_text("17  Left-Hippocampus   220 216 20 0\n\n# comment\n53\tRight-Hippocampus\t1 2 3 0\n")
-    assert read_region_names(lut) == {17: "Left-Hippocampus", 53: "Right-Hippocampus"}
+    assert read_color_table(lut).names == {17: "Left-Hippocampus", 53: "Right-Hippocampus"}
 
 
 def test_in_process_run_returns_the_image_and_its_record(files):

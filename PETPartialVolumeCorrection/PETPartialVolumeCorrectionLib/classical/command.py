@@ -11,7 +11,6 @@ and ``.json`` per regional method (GTM, Labbe), and ``<stem>_classical.json`` wi
 
 from __future__ import annotations
 
-import csv
 import json
 import sys
 import time
@@ -31,8 +30,10 @@ REGION_METHODS = ("rbv", "iy", "mtc", "rbv+vc", "rbv+rl", "iy+vc", "iy+rl")
 MG_METHOD = "mg"
 DECONVOLUTION_METHODS = ("vc", "rl")
 METHODS = REGIONAL_METHODS + REGION_METHODS + (MG_METHOD,) + DECONVOLUTION_METHODS
-#: Label values of GM, WM and CSF when MG takes its tissues from a label image (as the Slicer module's).
+#: Label values of GM, WM and CSF of a tissue label image (as the Slicer module's phantom labels).
 DEFAULT_TISSUE_LABELS = (1, 2, 3)
+#: ``--label-names`` value for FreeSurfer's built-in names and tissue types.
+FREESURFER_TABLE = "freesurfer"
 
 
 @dataclass
@@ -42,9 +43,15 @@ class ClassicalOptions:
     Attributes:
         fwhm_mm: PSF FWHM in mm ``(x, y, z)``; kernel: ``"gaussian"`` or ``"itk"``.
         region_ids, names, add_background, non_negative: the regions' options (:func:`.gtm`).
+        min_region_voxels, small_region_pool: merging of small label regions
+            (:meth:`.regions.RegionSet.from_labels`; 0: off).
         iterations: iY updates; deconvolution_iterations, alpha, tolerance: VC/RL settings.
         wm_value, csf_value, gm_threshold: MG's settings (:func:`.mueller_gaertner`).
         tissue_labels: GM, WM (, CSF) label values when MG takes its tissues from a label image.
+        tissue_classes: ``{label: "gm" | "wm" | "csf" | None}`` (a colour table's tissue column).
+            With neither, MG's tissues come from the names (FreeSurfer's, or GM/WM/CSF), else labels
+            1,2,3 when the image holds no other, else FreeSurfer's label numbers (with a warning);
+            see :func:`tissue_maps_from_labels`.
     """
 
     fwhm_mm: tuple
@@ -60,11 +67,17 @@ class ClassicalOptions:
     wm_value: Union[str, float] = "eroded"
     csf_value: Union[str, float, None] = None
     gm_threshold: float = 0.5
-    tissue_labels: tuple = DEFAULT_TISSUE_LABELS
+    tissue_labels: Optional[tuple] = None
+    tissue_classes: Optional[dict] = None
+    min_region_voxels: int = 0
+    small_region_pool: Optional[int] = None
 
     def __post_init__(self):
         self.fwhm_mm = tuple(float(f) for f in np.broadcast_to(np.asarray(self.fwhm_mm, dtype=float), (3,)))
-        if len(self.tissue_labels) not in (2, 3):
+        if int(self.min_region_voxels) != self.min_region_voxels or self.min_region_voxels < 0:
+            raise PVCInputError(f"the minimum region size (--min-region-voxels) must be a whole number >= 0, "
+                                f"got {self.min_region_voxels}")
+        if self.tissue_labels is not None and len(self.tissue_labels) not in (2, 3):
             raise PVCInputError(f"tissue labels (--tissue-labels) are the GM, WM (and CSF) label values, "
                                 f"got {self.tissue_labels}")
 
@@ -101,27 +114,55 @@ def output_names(input_path, method: str) -> dict:
     return names
 
 
-def tissue_maps_from_labels(labels: np.ndarray, tissue_labels) -> tuple:
-    """GM, WM and CSF 0/1 maps (CSF None when not asked for or absent) from a label image."""
-    maps = [(labels == value).astype(np.float32) for value in tissue_labels[:2]]
-    for name, value, tissue_map in zip(("GM", "WM"), tissue_labels, maps):
-        if not tissue_map.any():
-            raise PVCInputError(f"the label image has no {name} voxels (label {value}); give the tissue label "
-                                "values (command line: --tissue-labels GM,WM,CSF)")
-    csf = labels == tissue_labels[2] if len(tissue_labels) == 3 else None
-    return maps[0], maps[1], csf.astype(np.float32) if csf is not None and csf.any() else None
+def tissue_maps_from_labels(labels: np.ndarray, options: ClassicalOptions) -> tuple:
+    """MG's GM, WM and CSF 0/1 maps (CSF None when absent) from a label image, and a record of
+    where the tissue classes came from. In order: ``options.tissue_classes``; ``options.tissue_labels``;
+    the region names, when they name GM and WM (FreeSurfer's names, or GM/WM/CSF); labels 1, 2, 3
+    when the image holds no other label; else FreeSurfer's label numbers, with a warning."""
+    from .segmentation import (MG_CLASSES, freesurfer_color_table, tissue_classes_from_names, tissue_labels_by_class,
+                               tissue_maps)
+
+    present = np.flatnonzero(np.bincount(labels.ravel())) if labels.max() <= 1_000_000 else np.unique(labels)
+    by_names = tissue_classes_from_names(options.names or {})
+    if options.tissue_classes and any(v is not None for v in options.tissue_classes.values()):
+        classes, source = options.tissue_classes, "colour table tissue column"
+    elif options.tissue_labels is not None:
+        classes, source = dict(zip(options.tissue_labels, MG_CLASSES)), "tissue labels"
+    elif {"gm", "wm"} <= set(by_names.values()):
+        classes, source = by_names, "region names"
+    elif set(present.tolist()) <= {0, *DEFAULT_TISSUE_LABELS}:
+        classes, source = dict(zip(DEFAULT_TISSUE_LABELS, MG_CLASSES)), "tissue labels (default 1,2,3)"
+    else:
+        classes, source = freesurfer_color_table(present).tissue_classes, "FreeSurfer label numbers"
+    chosen = tissue_labels_by_class(classes, present)
+    if source == "tissue labels":
+        for tissue, value in zip(("GM", "WM"), options.tissue_labels):
+            if value not in present:
+                raise PVCInputError(f"the label image has no {tissue} voxels (label {value}); give the tissue label "
+                                    "values (command line: --tissue-labels GM,WM,CSF)")
+    gm, wm, csf = tissue_maps(labels, classes)
+    if source == "FreeSurfer label numbers":
+        warnings.warn("MG: tissue classes taken from FreeSurfer's label numbers (GM labels "
+                      f"{_abbreviated(chosen['gm'])}, WM {_abbreviated(chosen['wm'])}, CSF "
+                      f"{_abbreviated(chosen['csf'])}); if the segmentation is not FreeSurfer's, give its colour table "
+                      "with a tissue column (--label-names) or --tissue-labels", UserWarning, stacklevel=3)
+    return (gm, wm, csf), {"source": source, "labels": chosen}
+
+
+def _abbreviated(values, count: int = 8) -> str:
+    return str(values[:count])[:-1] + (f", ... {len(values)} in all]" if len(values) > count else "]")
 
 
 def _check_inputs(methods, labels, probabilities, tissue_maps) -> None:
     needs_regions = [m for m in methods if m in REGIONAL_METHODS + REGION_METHODS]
-    if needs_regions and labels is None and probabilities is None:
-        raise PVCInputError(f"method(s) {', '.join(needs_regions)} need regions: a label image (--labels) "
-                            "or probability maps (--probabilities)")
+    if needs_regions and labels is None and probabilities is None and tissue_maps is None:
+        raise PVCInputError(f"method(s) {', '.join(needs_regions)} need regions: a label image (--labels), "
+                            "probability maps (--probabilities) or tissue maps (--gm, --wm, --csf)")
     if labels is not None and probabilities is not None:
         raise PVCInputError("give the regions either as a label image or as probability maps, not both")
     if MG_METHOD in methods and tissue_maps is None and labels is None:
         raise PVCInputError("method mg needs GM and WM maps (--gm, --wm; --csf optional) or a label image "
-                            "with GM/WM/CSF labels (--labels, --tissue-labels)")
+                            "(--labels; its tissue classes from --label-names or --tissue-labels)")
 
 
 def _parse_number_or(value, choices):
@@ -141,8 +182,9 @@ def run_methods(pet: np.ndarray, spacing_mm, methods, options: ClassicalOptions,
         pet: the PET, PET units; spacing_mm: its voxel size ``(x, y, z)``.
         methods: names from :data:`METHODS`.
         labels / probabilities: the regions on the PET grid (region methods; labels also feed MG
-            when ``tissue_maps`` is None, through ``options.tissue_labels``).
-        tissue_maps: ``(gm, wm, csf or None)`` probability maps on the PET grid (MG).
+            when ``tissue_maps`` is None, see :func:`tissue_maps_from_labels`).
+        tissue_maps: ``(gm, wm, csf or None)`` probability maps on the PET grid (MG; also the
+            region methods' regions, GM 1, WM 2, CSF 3, when neither labels nor probabilities are given).
     """
     from . import (blur_regions, blur_tissue_maps, gtm, iterative_yang, labbe, mg_compartment_values,
                    mueller_gaertner, multi_target_correction, rbv, richardson_lucy, van_cittert)
@@ -155,24 +197,36 @@ def run_methods(pet: np.ndarray, spacing_mm, methods, options: ClassicalOptions,
     run = ClassicalRun(record={"methods": list(methods), "psf_fwhm_mm": dict(zip("xyz", options.fwhm_mm)),
                                "kernel": options.kernel, "spacing_mm": list(psf_args["spacing_mm"]),
                                "options": {k: v for k, v in asdict(options).items()
-                                           if k not in ("fwhm_mm", "kernel", "names")}})
+                                           if k not in ("fwhm_mm", "kernel", "names", "tissue_classes")}})
     timings = run.record["timings_s"] = {}
     conditions = run.record["condition_numbers"] = {}
     convergence = {}
     regions = tissues = None
     if any(m in REGIONAL_METHODS + REGION_METHODS for m in methods):
         start = time.perf_counter()
-        regions = blur_regions(labels=labels, probabilities=probabilities, region_ids=options.region_ids,
-                               names=options.names, add_background=options.add_background, shape=pet.shape,
+        region_names, region_ids, source = options.names, options.region_ids, "labels"
+        if labels is None and probabilities is None:
+            probabilities = {name: tissue for name, tissue in zip(("GM", "WM", "CSF"), tissue_maps) if tissue is not None}
+            region_names, region_ids, source = None, None, "tissue maps (GM 1, WM 2, CSF 3)"
+        elif labels is None:
+            source = "probability maps"
+        regions = blur_regions(labels=labels, probabilities=probabilities, region_ids=region_ids,
+                               names=region_names, add_background=options.add_background, shape=pet.shape,
+                               min_region_voxels=options.min_region_voxels,
+                               small_region_pool=options.small_region_pool,
                                progress=scaled(progress, 0.0, 0.3), cancel=cancel, **psf_args)
         timings["blur_regions"] = round(time.perf_counter() - start, 3)
         background = regions.regions.background_index
-        run.record["regions"] = {"ids": regions.regions.region_ids.tolist(), "added_background_id": (
-            None if background is None else int(regions.regions.region_ids[background]))}
+        run.record["regions"] = {"source": source, "ids": regions.regions.region_ids.tolist(), "added_background_id": (
+            None if background is None else int(regions.regions.region_ids[background])),
+            "merged": {str(small): int(region.region_id) for region in regions.regions.regions
+                       for small in region.merged_labels}}
     if MG_METHOD in methods:
         start = time.perf_counter()
-        gm, wm, csf = tissue_maps if tissue_maps is not None else tissue_maps_from_labels(labels,
-                                                                                         options.tissue_labels)
+        if tissue_maps is not None:
+            (gm, wm, csf), tissue_record = tissue_maps, {"source": "tissue maps"}
+        else:
+            (gm, wm, csf), tissue_record = tissue_maps_from_labels(labels, options)
         tissues = blur_tissue_maps(gm=gm, wm=wm, csf=csf, shape=pet.shape, progress=scaled(progress, 0.3, 0.4),
                                    cancel=cancel, **psf_args)
         timings["blur_tissue_maps"] = round(time.perf_counter() - start, 3)
@@ -207,7 +261,7 @@ def run_methods(pet: np.ndarray, spacing_mm, methods, options: ClassicalOptions,
                 return_convergence=True, progress=step, cancel=cancel, **deconvolution)
         elif method == MG_METHOD:
             values = mg_compartment_values(pet, tissues, wm_value=wm_value, csf_value=csf_value)
-            run.record["mg"] = {"wm_source": options.wm_value, "wm_value": values["wm"],
+            run.record["mg"] = {"tissues": tissue_record, "wm_source": options.wm_value, "wm_value": values["wm"],
                                 "csf_source": options.csf_value, "csf_value": values["csf"],
                                 "gm_threshold": options.gm_threshold, "outside_gm_mask": "input PET, unchanged"}
             run.images[method] = mueller_gaertner(pet, blurred_tissues=tissues, wm_value=values["wm"],
@@ -258,28 +312,6 @@ def correct_classical(volume: np.ndarray, geometry, method: str, *, labels=None,
 
 
 # --- the command line ----------------------------------------------------------------------------
-
-def read_region_names(path) -> dict[int, str]:
-    """Region names from a text table: one region a line, number then name, separated by a comma,
-    a tab or spaces (CSV with a header, FreeSurfer LUT, Slicer color table); '#' starts a comment."""
-    names = {}
-    try:
-        lines = Path(path).read_text(encoding="utf-8", errors="replace").splitlines()
-    except OSError as error:
-        raise PVCInputError(f"{path}: cannot read the region names ({error.strerror})") from None
-    for line in lines:
-        line = line.split("#", 1)[0].strip()
-        if "," in line:
-            fields = [f.strip() for f in next(csv.reader([line]))]
-        else:
-            fields = [f.strip() for f in line.split("\t" if "\t" in line else None)]
-        if len(fields) >= 2 and fields[0].lstrip("-").isdigit() and fields[1]:
-            names[int(fields[0])] = fields[1]
-    if not names:
-        raise PVCInputError(f"{path}: no 'number name' lines found; give a CSV (label,name), a FreeSurfer LUT "
-                            "or a Slicer color table")
-    return names
-
 
 def parse_numbers(text: str, option: str) -> list[int]:
     """Comma-separated whole numbers given to ``option``."""
@@ -359,15 +391,20 @@ def _read_probability_maps(paths, pet_shape, pet_geometry, resample: bool) -> li
 
 
 def _options_from_arguments(args) -> ClassicalOptions:
+    from .segmentation import read_color_table
+
+    table = read_color_table(args.label_names) if args.label_names and args.label_names != FREESURFER_TABLE else None
     return ClassicalOptions(
         fwhm_mm=tuple(args.psf), kernel=args.kernel,
         region_ids=parse_numbers(args.region_ids, "--region-ids") if args.region_ids else None,
-        names=read_region_names(args.label_names) if args.label_names else None,
+        names=table.names if table else None, tissue_classes=table.tissue_classes if table else None,
         add_background=not args.no_background, non_negative=args.non_negative, iterations=args.iterations,
         deconvolution_iterations=args.deconvolution_iterations, alpha=args.alpha, tolerance=args.tolerance,
         wm_value=_parse_number_or(args.wm_value, ("eroded", "gtm")),
         csf_value=_parse_number_or(args.csf_value, ("gtm",)), gm_threshold=args.gm_threshold,
-        tissue_labels=tuple(parse_numbers(args.tissue_labels, "--tissue-labels")))
+        tissue_labels=tuple(parse_numbers(args.tissue_labels, "--tissue-labels")) if args.tissue_labels else None,
+        min_region_voxels=args.min_region_voxels,
+        small_region_pool=args.small_region_pool)
 
 
 def _read_inputs(args, methods):
@@ -381,10 +418,12 @@ def _read_inputs(args, methods):
     if args.labels:
         labels = _read_labels(args.labels, pet.shape, geometry, args.resample_labels)
         inputs.append(args.labels)
+    if args.label_names:
+        inputs.append(args.label_names)
     if args.probabilities:
         probabilities = _read_probability_maps(args.probabilities, pet.shape, geometry, args.resample_labels)
         inputs.extend(args.probabilities)
-    if MG_METHOD in methods and args.gm:
+    if args.gm:
         paths = [args.gm, args.wm] + ([args.csf] if args.csf else [])
         maps = _read_probability_maps(paths, pet.shape, geometry, args.resample_labels)
         tissue_maps = (maps[0], maps[1], maps[2] if args.csf else None)
@@ -399,12 +438,19 @@ def run_classical(args) -> int:
     methods = parse_methods(args.method)
     options = _options_from_arguments(args)
     _check_inputs(methods, args.labels, args.probabilities, (args.gm, args.wm) if args.gm else None)
+    if args.label_names == FREESURFER_TABLE and not args.labels:
+        raise PVCInputError("--label-names freesurfer names the labels of a FreeSurfer segmentation: give it (--labels)")
     progress = progress_reporter(args.progress)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
             start = time.perf_counter()
             pet, geometry, labels, probabilities, tissue_maps, inputs = _read_inputs(args, methods)
+            if args.label_names == FREESURFER_TABLE:
+                from .segmentation import freesurfer_color_table
+
+                table = freesurfer_color_table(np.unique(labels))
+                options.names, options.tissue_classes = table.names, table.tissue_classes
             read_time = time.perf_counter() - start
             run = run_methods(pet, geometry.spacing, methods, options, labels=labels, probabilities=probabilities,
                               tissue_maps=tissue_maps, progress=progress)
@@ -438,8 +484,9 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "classical", help="classical PVC with a segmentation: GTM, Labbe, RBV, iY, MTC, MG, VC, RL",
         description="Classical partial volume correction of one PET image. Region methods need --labels (or "
-                    "--probabilities); MG needs --gm/--wm (--csf), or --labels with GM/WM/CSF labels; VC and RL "
-                    "need only the PSF. See docs/classical.md.")
+                    "--probabilities, or --gm/--wm/--csf tissue maps); MG needs --gm/--wm (--csf), or --labels "
+                    "(a FreeSurfer gtmseg/aparc+aseg, or GM/WM/CSF labels); VC and RL need only the PSF. "
+                    "See docs/classical.md.")
     parser.add_argument("input", help="PET image: .nii/.nii.gz/.nrrd/.mha/.mhd file or DICOM series folder")
     parser.add_argument("-o", "--output-dir", required=True, help="folder for the results")
     parser.add_argument("--method", required=True,
@@ -452,12 +499,21 @@ def register(subparsers) -> None:
                         help="a region's probability map (repeat the option per region), or one 4D file with a "
                              "frame per region (PETPVC's mask format)")
     parser.add_argument("--region-ids", help="comma-separated labels to use as regions (default: all but 0)")
-    parser.add_argument("--label-names", help="region names: CSV (label,name), FreeSurfer LUT or Slicer color table")
-    parser.add_argument("--gm", help="GM probability map (method mg)")
-    parser.add_argument("--wm", help="WM probability map (method mg)")
-    parser.add_argument("--csf", help="CSF probability map (method mg, optional)")
-    parser.add_argument("--tissue-labels", default=",".join(map(str, DEFAULT_TISSUE_LABELS)),
-                        help="label values of GM,WM[,CSF] when mg takes its tissues from --labels (default 1,2,3)")
+    parser.add_argument("--label-names",
+                        help="region names (and tissue types, for mg): FreeSurfer LUT or ctab (gtmseg.ctab's tissue "
+                             "column), Slicer color table, CSV label,name[,tissue]; or 'freesurfer' for FreeSurfer's "
+                             "built-in names and tissue types")
+    parser.add_argument("--min-region-voxels", type=int, default=0,
+                        help="merge label regions with fewer voxels into their largest neighbour (default 0: off)")
+    parser.add_argument("--small-region-pool", type=int,
+                        help="with --min-region-voxels: merge every small region into this label instead")
+    parser.add_argument("--gm", help="GM probability map, e.g. SPM/CAT12 c1 (mg; without --labels, also the regions)")
+    parser.add_argument("--wm", help="WM probability map, e.g. c2")
+    parser.add_argument("--csf", help="CSF probability map, e.g. c3 (optional)")
+    parser.add_argument("--tissue-labels",
+                        help="label values of GM,WM[,CSF] when mg takes its tissues from --labels (default: from "
+                             "--label-names' tissue column or names, else 1,2,3 when only those are present, else "
+                             "FreeSurfer's label numbers)")
     parser.add_argument("--wm-value", default="eroded",
                         help="MG's WM activity: eroded (mean over eroded WM, as PETPVC; default), gtm (from a "
                              "GTM of the tissue maps, as PETPVE12), or a number in PET units")
