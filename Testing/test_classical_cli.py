@@ -200,6 +200,8 @@ def test_existing_outputs_need_force(files, tmp_path, capsys):
     (["--method", "gtm", "--labels", "{pet}", "--region-ids", "1,x"], "comma-separated"),
     (["--method", "mg", "--gm", "{pet}", "--wm", "{pet}", "--wm-value", "median"], "eroded, gtm"),
     (["--method", "gtm", "--labels", "{pet}"], "non-integer"),
+    (["--method", "vc", "--psf", "50", "50", "50"], "above 20 mm"),
+    (["--method", "gtm", "--gm", "{pet}", "--wm", "{pet}", "--label-names", "freesurfer"], "--label-names freesurfer"),
 ])
 def test_bad_command_lines_exit_2(files, tmp_path, capsys, arguments, message):
     paths, _, _ = files
