@@ -61,8 +61,12 @@ class Region:
 
 
 def _bounding_box(mask: np.ndarray) -> Box:
-    box = ndimage.find_objects(mask.astype(np.uint8))
-    return box[0]
+    """The smallest box holding every True voxel of ``mask`` (which has at least one)."""
+    box = []
+    for axis in range(mask.ndim):
+        rows = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
+        box.append(slice(int(rows[0]), int(rows[-1]) + 1))
+    return tuple(box)
 
 
 def _grow_box(box: Box, radii, shape) -> Box:
@@ -253,14 +257,16 @@ class RegionSet:
         _rescale_overfull(checked, total)
         regions = []
         for region_id, probability in zip(ids, checked):
-            if not np.any(probability > 0):
+            support = probability > 0
+            if not support.any():
                 raise PVCInputError(f"probability map of {names.get(region_id) or f'region {region_id}'} "
                                     "is empty (all 0); remove it or fix the map")
-            box = _bounding_box(probability > 0)
+            box = _bounding_box(support)
             weights = np.ascontiguousarray(probability[box])
             regions.append(Region(region_id, names.get(region_id), box, weights,
                                   float(weights.sum(dtype=np.float64))))
-        residual = np.clip(1.0 - total, 0.0, 1.0)
+        residual = np.subtract(1.0, total, out=total)  # in [0, 1]: total is in [0, 1] after the rescale
+        np.maximum(residual, 0.0, out=residual)
         if add_background and float(residual.max()) > PROBABILITY_TOLERANCE:
             box = _bounding_box(residual > 0)
             background_id = _background_id(ids)
@@ -394,17 +400,18 @@ def _checked_probability(probability: np.ndarray, shape, label: str) -> np.ndarr
         raise PVCInputError(f"probability map of {label} has shape {probability.shape}, the PET "
                             f"{tuple(shape)}; resample the maps onto the PET grid")
     probability = np.asarray(probability, dtype=np.float32)
-    if not np.all(np.isfinite(probability)):
+    low, high = float(probability.min()), float(probability.max())  # NaN or inf anywhere shows here
+    if not (np.isfinite(low) and np.isfinite(high)):
         raise PVCInputError(f"probability map of {label} has NaN or infinite values")
-    low, high = float(probability.min()), float(probability.max())
     if low < -PROBABILITY_TOLERANCE or high > 1.0 + PROBABILITY_TOLERANCE:
         raise PVCInputError(f"probability map of {label} has values in [{low:g}, {high:g}], outside [0, 1]; "
                             "give probabilities (a label image goes through the labels option)")
-    return np.clip(probability, 0.0, 1.0)
+    return probability if 0.0 <= low and high <= 1.0 else np.clip(probability, 0.0, 1.0)
 
 
 def _rescale_overfull(maps: list[np.ndarray], total: np.ndarray) -> None:
-    """Raise when the maps sum above 1 + tolerance; rescale voxels summing slightly above 1 to 1."""
+    """Raise when the maps sum above 1 + tolerance; rescale voxels summing slightly above 1 to 1
+    (in copies: the caller's arrays are never changed)."""
     peak = float(total.max())
     if peak > 1.0 + PROBABILITY_TOLERANCE:
         where = np.unravel_index(int(np.argmax(total)), total.shape)
@@ -413,8 +420,9 @@ def _rescale_overfull(maps: list[np.ndarray], total: np.ndarray) -> None:
     overfull = total > 1.0
     if np.any(overfull):
         scale = 1.0 / total[overfull]
-        for probability in maps:
-            probability[overfull] *= scale
+        for index, probability in enumerate(maps):
+            maps[index] = probability.copy()
+            maps[index][overfull] *= scale
         total[overfull] = 1.0
 
 

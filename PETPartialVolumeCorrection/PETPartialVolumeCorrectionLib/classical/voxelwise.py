@@ -211,15 +211,21 @@ def eroded_wm_core(wm_mask: np.ndarray, box, shape, radius: int) -> np.ndarray:
     """``wm_mask`` (over ``box`` of a grid of ``shape``, ``[z, y, x]``) eroded by ITK's
     ``BinaryBallStructuringElement`` of ``radius`` voxels, as PETPVC's ``BinaryErodeImageFilter``:
     the ball holds the offsets ``d`` with ``|d| <= radius + 0.5``, and the image border counts as
-    foreground (ITK's default). A voxel is kept when no non-WM voxel lies within ``radius + 0.5``.
+    foreground (ITK's default). A voxel is kept when no non-WM voxel lies within ``radius + 0.5``,
+    found by ITK's exact (Maurer) distance map of the non-WM voxels: 3x faster than the erosion.
     """
+    import SimpleITK as sitk
+
     # Outside the box every voxel is non-WM; beyond the image border ITK assumes foreground, as
-    # does the distance transform beyond the array: pad with background only inside the grid.
+    # does the distance map (nothing non-WM there): pad with non-WM only inside the grid.
     padding = [(int(s.start > 0), int(s.stop < n)) for s, n in zip(box, shape)]
-    padded = np.pad(wm_mask, padding)
+    outside = np.pad(~wm_mask, padding, constant_values=True).view(np.uint8)
     inner = tuple(slice(before, before + size) for (before, _), size in zip(padding, wm_mask.shape))
-    distance = ndimage.distance_transform_edt(padded)[inner]
-    return distance > radius + 0.5
+    if not outside.any():
+        return np.ones(wm_mask.shape, dtype=bool)
+    squared = sitk.GetArrayViewFromImage(sitk.SignedMaurerDistanceMap(
+        sitk.GetImageFromArray(outside), insideIsPositive=False, squaredDistance=True, useImageSpacing=False))
+    return squared[inner] > (radius + 0.5) ** 2
 
 
 def eroded_wm_mean(pet: np.ndarray, wm_region, spacing_mm, wm_threshold: float = 0.5) -> float:
