@@ -459,6 +459,27 @@ class PETPartialVolumeCorrectionLogic(ScriptedLoadableModuleLogic):
         labels = np.array(slicer.util.arrayFromVolume(labelNode), dtype=np.int32)
         return labels, support.geometry_from_ijk_to_ras(cls.ijkToWorldMatrix(labelNode))
 
+    @staticmethod
+    def labelNamesFromNode(labelNode) -> dict:
+        """Region names by label number: a segmentation's visible segments (1, 2, ... in their
+        order, as :meth:`labelsAndGeometryFromNode` numbers them), or the names a label map's colour
+        table gives its labels. FreeSurfer names (or GM/WM/CSF) there give MG its tissue classes."""
+        if labelNode is None:
+            return {}
+        if labelNode.IsA("vtkMRMLSegmentationNode"):
+            segmentIds = vtk.vtkStringArray()
+            labelNode.GetDisplayNode().GetVisibleSegmentIDs(segmentIds)
+            segmentation = labelNode.GetSegmentation()
+            return {n + 1: segmentation.GetSegment(segmentIds.GetValue(n)).GetName()
+                    for n in range(segmentIds.GetNumberOfValues())}
+        displayNode = labelNode.GetDisplayNode()
+        colorNode = displayNode.GetColorNode() if displayNode is not None else None
+        if colorNode is None or labelNode.GetImageData() is None:
+            return {}
+        present = np.unique(slicer.util.arrayFromVolume(labelNode))
+        names = {int(value): colorNode.GetColorName(int(value)) for value in present if value > 0}
+        return {value: name for value, name in names.items() if name and name != "(none)"}
+
     # --- processing -------------------------------------------------------------------------------
 
     def process(self, inputVolumeNode, correctedVolumeNode=None, sharpenVolumeNode=None, *,
@@ -487,7 +508,8 @@ class PETPartialVolumeCorrectionLogic(ScriptedLoadableModuleLogic):
         volume, geometry = self.arrayAndGeometryFromVolumeNode(inputVolumeNode)
         labels, labelGeometry = self._labelsIfNeeded(correctionOptions, labelNode, inputVolumeNode)
         outputs = support.run_in_process(volume, geometry, correctionOptions, labels=labels,
-                                         label_geometry=labelGeometry, progress=progress, cancel=cancel)
+                                         label_geometry=labelGeometry, label_names=self.labelNamesFromNode(labelNode),
+                                         progress=progress, cancel=cancel)
         return self.storeOutputs(outputs, inputVolumeNode, correctedVolumeNode, sharpenVolumeNode,
                                  correctionOptions, labelNode, showResult, overlay)
 
@@ -502,6 +524,7 @@ class PETPartialVolumeCorrectionLogic(ScriptedLoadableModuleLogic):
         labels, labelGeometry = self._labelsIfNeeded(correctionOptions, labelNode, inputVolumeNode)
         background = support.BackgroundCorrection(volume, geometry, correctionOptions, labels=labels,
                                                   label_geometry=labelGeometry,
+                                                  label_names=self.labelNamesFromNode(labelNode),
                                                   python_executable=self.workerPythonExecutable())
         return PETPartialVolumeCorrectionJob(self, background, inputVolumeNode, correctedVolumeNode,
                                              sharpenVolumeNode, labelNode, showResult, overlay)

@@ -145,7 +145,7 @@ class CorrectionOptions:
 
 
 def worker_command(python_executable, input_path, output_dir, options: CorrectionOptions,
-                   labels_path=None) -> list[str]:
+                   labels_path=None, label_names_path=None) -> list[str]:
     """The ``pet-pvc`` command line that does one run, printing progress lines.
 
     Args:
@@ -153,6 +153,8 @@ def worker_command(python_executable, input_path, output_dir, options: Correctio
         input_path: the PET image file.
         output_dir: an empty folder for the results.
         labels_path: the label image on the input's grid (classical methods that need regions).
+        label_names_path: a CSV ``label,name`` of the regions' names (they name the table's rows,
+            and FreeSurfer or GM/WM/CSF names give MG its tissue classes).
     """
     command = [str(python_executable), "-m", "PETPartialVolumeCorrectionLib.cli"]
     if options.method == DEEP_LEARNING:
@@ -170,6 +172,8 @@ def worker_command(python_executable, input_path, output_dir, options: Correctio
         command += ["classical", "--method", options.method, "--psf", *(repr(f) for f in options.fwhm_mm)]
         if labels_path is not None:
             command += ["--labels", str(labels_path)]
+        if label_names_path is not None:
+            command += ["--label-names", str(label_names_path)]
         command += [str(input_path), "-o", str(output_dir)]
     return command + ["--progress", "lines"]
 
@@ -330,10 +334,11 @@ class BackgroundCorrection:
 
     INPUT_NAME = "input.nrrd"
     LABELS_NAME = "labels.nrrd"
+    LABEL_NAMES_NAME = "label_names.csv"
 
     def __init__(self, volume: np.ndarray, geometry: Geometry, options: CorrectionOptions, *,
                  labels: Optional[np.ndarray] = None, label_geometry: Optional[Geometry] = None,
-                 python_executable=None, environment: Optional[dict] = None):
+                 label_names: Optional[dict] = None, python_executable=None, environment: Optional[dict] = None):
         from .io import validate_pet_volume, write_image
 
         validate_pet_volume(volume, geometry)
@@ -343,12 +348,14 @@ class BackgroundCorrection:
         try:
             self.input_path = write_image(volume.astype(np.float32, copy=False), geometry,
                                           self.folder / self.INPUT_NAME)
-            labels_path = None
+            labels_path = names_path = None
             if labels_on_pet is not None:
                 labels_path = write_image(labels_on_pet, geometry, self.folder / self.LABELS_NAME)
+                if label_names:
+                    names_path = write_label_names(label_names, self.folder / self.LABEL_NAMES_NAME)
             self.output_dir = self.folder / "results"
             command = worker_command(python_executable or sys.executable, self.input_path,
-                                     self.output_dir, options, labels_path)
+                                     self.output_dir, options, labels_path, names_path)
             self.worker = WorkerProcess(command, worker_environment(options, environment))
         except BaseException:
             shutil.rmtree(self.folder, ignore_errors=True)
@@ -631,11 +638,26 @@ def phantom_mg_target(phantom: dict) -> np.ndarray:
     return mg_target(phantom["pet"], gm, wm, csf, phantom["fwhm_mm"], phantom["geometry"].spacing)
 
 
+def write_label_names(names: dict, path) -> Path:
+    """``{label: name}`` as the CSV ``label,name`` that ``pet-pvc classical --label-names`` reads."""
+    import csv
+    import io
+
+    from .io import write_text_atomic
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["label", "name"])
+    writer.writerows(sorted(names.items()))
+    return write_text_atomic(path, buffer.getvalue())
+
+
 def run_in_process(volume: np.ndarray, geometry: Geometry, options: CorrectionOptions, *,
                    labels: Optional[np.ndarray] = None, label_geometry: Optional[Geometry] = None,
-                   progress: Optional[ProgressCallback] = None,
+                   label_names: Optional[dict] = None, progress: Optional[ProgressCallback] = None,
                    cancel: Optional[CancelCheck] = None) -> CorrectionOutputs:
-    """The worker's correction, in this process (scripts, self-test, tests): the same library calls."""
+    """The worker's correction, in this process (scripts, self-test, tests): the same library calls.
+    ``label_names`` ``{label: name}`` name the regions (and, when FreeSurfer's, MG's tissues)."""
     from .io import validate_pet_volume
 
     validate_pet_volume(volume, geometry)
@@ -652,5 +674,6 @@ def run_in_process(volume: np.ndarray, geometry: Geometry, options: CorrectionOp
 
     labels_on_pet = checked_labels(options, labels, label_geometry, volume.shape, geometry)
     corrected, record = correct_classical(volume, geometry, options.method, labels=labels_on_pet,
-                                          fwhm_mm=options.fwhm_mm, progress=progress, cancel=cancel)
+                                          fwhm_mm=options.fwhm_mm, names=label_names or None,
+                                          progress=progress, cancel=cancel)
     return CorrectionOutputs(corrected, geometry, None, record)

@@ -123,7 +123,8 @@ def tissue_maps_from_labels(labels: np.ndarray, options: ClassicalOptions) -> tu
                                tissue_maps)
 
     present = np.flatnonzero(np.bincount(labels.ravel())) if labels.max() <= 1_000_000 else np.unique(labels)
-    by_names = tissue_classes_from_names(options.names or {})
+    by_names = tissue_classes_from_names({label: name for label, name in (options.names or {}).items()
+                                          if label in set(present.tolist())})
     if options.tissue_classes and any(v is not None for v in options.tissue_classes.values()):
         classes, source = options.tissue_classes, "colour table tissue column"
     elif options.tissue_labels is not None:
