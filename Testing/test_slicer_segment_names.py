@@ -16,27 +16,11 @@ from PETPartialVolumeCorrectionLib.classical import psf
 from PETPartialVolumeCorrectionLib.classical.segmentation import read_color_table
 from PETPartialVolumeCorrectionLib.errors import PVCInputError
 from PETPartialVolumeCorrectionLib.geometry import Geometry
-from slicer_test_doubles import import_module_file
+from test_slicer_logic import logic, module, scene  # noqa: F401 (the module's logic on a real scene: fixtures)
 
 GEOMETRY = Geometry((2.0, 2.0, 2.0), (-32.0, -30.0, -28.0))
 FWHM = (6.0, 6.0, 6.0)
 NAMES = {1: "Left-Cerebral-White-Matter", 2: "ctx-lh-precuneus", 3: "Left-Lateral-Ventricle"}
-
-
-@pytest.fixture(scope="module")
-def module():
-    with pytest.MonkeyPatch.context() as monkeypatch:
-        yield import_module_file(monkeypatch)
-
-
-@pytest.fixture
-def logic(module):
-    return module.PETPartialVolumeCorrectionLogic()
-
-
-@pytest.fixture
-def scene():
-    return slicer.vtkMRMLScene()
 
 
 @pytest.fixture(scope="module")

@@ -114,15 +114,18 @@ def output_names(input_path, method: str) -> dict:
     return names
 
 
-def tissue_maps_from_labels(labels: np.ndarray, options: ClassicalOptions) -> tuple:
-    """MG's GM, WM and CSF 0/1 maps (CSF None when absent) from a label image, and a record of
+def tissue_maps_from_labels(labels: np.ndarray, options: ClassicalOptions, shape=None) -> tuple:
+    """MG's GM, WM and CSF 0/1 maps (CSF None when absent) from a label image (checked against the
+    PET grid's ``shape``), and a record of
     where the tissue classes came from. In order: ``options.tissue_classes``; ``options.tissue_labels``;
     the region names, when they name GM and WM (FreeSurfer's names, or GM/WM/CSF); labels 1, 2, 3
     when the image holds no other label; else FreeSurfer's label numbers, with a warning."""
+    from .regions import checked_label_array, label_counts
     from .segmentation import (MG_CLASSES, freesurfer_color_table, tissue_classes_from_names, tissue_labels_by_class,
                                tissue_maps)
 
-    present = np.flatnonzero(np.bincount(labels.ravel())) if labels.max() <= 1_000_000 else np.unique(labels)
+    labels = checked_label_array(labels, shape)
+    present = label_counts(labels)[1]
     by_names = tissue_classes_from_names({label: name for label, name in (options.names or {}).items()
                                           if label in set(present.tolist())})
     if options.tissue_classes and any(v is not None for v in options.tissue_classes.values()):
@@ -227,7 +230,7 @@ def run_methods(pet: np.ndarray, spacing_mm, methods, options: ClassicalOptions,
         if tissue_maps is not None:
             (gm, wm, csf), tissue_record = tissue_maps, {"source": "tissue maps"}
         else:
-            (gm, wm, csf), tissue_record = tissue_maps_from_labels(labels, options)
+            (gm, wm, csf), tissue_record = tissue_maps_from_labels(labels, options, pet.shape)
         tissues = blur_tissue_maps(gm=gm, wm=wm, csf=csf, shape=pet.shape, progress=scaled(progress, 0.3, 0.4),
                                    cancel=cancel, **psf_args)
         timings["blur_tissue_maps"] = round(time.perf_counter() - start, 3)

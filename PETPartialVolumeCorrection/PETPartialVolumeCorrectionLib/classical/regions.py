@@ -177,8 +177,8 @@ class RegionSet:
             small_region_pool: a label to merge every small region into (added, named
                 :data:`SMALL_REGION_POOL_NAME`, when absent); None: each into its largest neighbour.
         """
-        labels = _checked_label_array(labels, shape)
-        counts, present = _label_counts(labels)
+        labels = checked_label_array(labels, shape)
+        counts, present = label_counts(labels)
         if region_ids is None:
             ids = [int(v) for v in present if v != 0]
             if not ids:
@@ -199,7 +199,7 @@ class RegionSet:
                     ids.append(int(small_region_pool))
                     names.setdefault(int(small_region_pool), SMALL_REGION_POOL_NAME)
                 ids = [i for i in ids if i not in merged_into]
-                counts, _ = _label_counts(labels)
+                counts, _ = label_counts(labels)
         boxes = ndimage.find_objects(labels) if labels.max() <= MAX_TABULATED_LABEL else None
         regions = []
         for region_id in ids:
@@ -346,7 +346,7 @@ def _checked_ids(region_ids) -> list[int]:
     return ids
 
 
-def _checked_label_array(labels, shape) -> np.ndarray:
+def checked_label_array(labels, shape) -> np.ndarray:
     labels = np.asarray(labels)
     if labels.ndim != 3:
         raise PVCInputError(f"label image must be 3D [z, y, x], got {labels.ndim}D; a 4D mask holds "
@@ -368,7 +368,7 @@ def _checked_label_array(labels, shape) -> np.ndarray:
     return labels.astype(np.int32, copy=False)
 
 
-def _label_counts(labels: np.ndarray) -> tuple[dict, np.ndarray]:
+def label_counts(labels: np.ndarray) -> tuple[dict, np.ndarray]:
     """Voxel count per label value, and the values present (sorted)."""
     if labels.max() <= MAX_TABULATED_LABEL:
         table = np.bincount(labels.ravel())
