@@ -108,8 +108,10 @@ def test_gtmseg_with_its_tissue_table_drives_every_method_in_one_call(gtmseg_fil
 
 def test_freesurfer_label_numbers_drive_mg_without_a_table(gtmseg_files, tmp_path, capsys):
     paths, labels, _ = gtmseg_files
+    lut = tmp_path / "FreeSurferColorLUT.txt"  # names only, no tissue column (as with aparc+aseg)
+    lut.write_text("".join(f"{label} {name} 1 2 3 0\n" for label, (name, _, _) in GTMSEG.items()))
     for extra, source in ((["--label-names", "freesurfer"], "colour table tissue column"),
-                          ([], "FreeSurfer label numbers")):
+                          (["--label-names", lut], "region names"), ([], "FreeSurfer label numbers")):
         out = tmp_path / source.replace(" ", "_")
         assert run(paths["pet"], "-o", out, "--method", "gtm,mg", "--psf", FWHM, FWHM, FWHM, "--labels",
                    paths["labels"], "--wm-value", "gtm", "--csf-value", "gtm", *extra) == 0
