@@ -240,6 +240,10 @@ def test_colour_tables_give_names_and_tissue_classes(tmp_path):
     spreadsheet = tmp_path / "tissues.csv"
     spreadsheet.write_text("label,name,tissue\n1,grey,gm\n2,white,wm\n3,fluid,csf\n")
     assert segmentation.read_color_table(spreadsheet).tissue_classes == {1: "gm", 2: "wm", 3: "csf"}
+    lateralised = tmp_path / "lateralised.ctab"
+    lateralised.write_text("#ctTType 1 cortex-lh 0 0 0 0\n#ctTType 5 subcort_gm-mid 0 0 0 0\n"
+                           "1001 ctx-lh-bankssts 1 2 3 0 1\n16 Brain-Stem 1 2 3 0 5\n")
+    assert segmentation.read_color_table(lateralised).tissue_classes == {1001: "gm", 16: "gm"}
     spreadsheet.write_text("label,name,tissue\n1,grey,bone\n")
     with pytest.raises(PVCInputError, match="unknown tissue type 'bone'"):
         segmentation.read_color_table(spreadsheet)

@@ -127,6 +127,8 @@ def _tissue_class(word: str, types: dict, path) -> Optional[str]:
     if key.lstrip("-").isdigit():
         key = types.get(int(key), FREESURFER_TISSUE_TYPES[int(key)] if 0 <= int(key) < 6 else key)
     key = key.lower()
+    for side in ("-lh", "-rh", "-mid"):  # FreeSurfer's lateralised schema: cortex-lh, subcort_gm-mid, ...
+        key = key[:-len(side)] if key.endswith(side) else key
     if key in MG_CLASS_OF_TISSUE_TYPE:
         return MG_CLASS_OF_TISSUE_TYPE[key]
     if key in _CLASS_WORDS:
