@@ -13,7 +13,9 @@ far as the module uses them:
   Slicer's own connectors cannot bind (same table as Slicer's guiConnectors).
 - :class:`SlicerApplicationDouble` with a :class:`LayoutManagerDouble` that, like Slicer's layout
   manager, creates a real ``vtkMRMLSliceLogic`` (hence the slice composite node) for every slice
-  view a layout adds.
+  view a layout adds, sized as its widget, and fits the views as Slicer's ``resetSliceViews``.
+- :class:`OffscreenSliceViews`: what the slice widgets draw (the slice logics' images, the
+  controller bars, the layer names) in an offscreen OSMesa window, read back as pixels or a PNG.
 """
 
 from __future__ import annotations
@@ -498,15 +500,13 @@ def write_slicer_cmake_package(folder: Path) -> Path:
 class LayoutManagerDouble:
     """Creates a real slice logic (and so a slice composite node) for every slice view a layout adds,
     as Slicer's layout manager does when it makes the slice widgets, sized as a widget of
-    :attr:`view_size` pixels would size it, and known to the application logic (which the slice link
-    logic asks for the slice logics of linked views)."""
+    ``view_size`` (width, height) pixels would size it, and known to the application logic (which the
+    slice link logic asks for the slice logics of linked views)."""
 
-    #: (width, height) in pixels of every slice view.
-    view_size = (256, 256)
-
-    def __init__(self, scene, application_logic):
+    def __init__(self, scene, application_logic, view_size=(256, 256)):
         self.scene = scene
         self.application_logic = application_logic
+        self.view_size = tuple(view_size)
         self.slice_logics = {}  # slice node ID -> its slice logic
         self._slice_logic_collection = vtk.vtkCollection()
         application_logic.SetSliceLogics(self._slice_logic_collection)
@@ -551,6 +551,19 @@ class OffscreenSliceViews:
     Needs libOSMesa (Debian ``libosmesa6``).
     """
 
+    @staticmethod
+    def load_osmesa():
+        """Load libOSMesa binding its symbols to its own libraries first (``RTLD_DEEPBIND``): an
+        imported TensorFlow exports its own LLVM to every library loaded after it, and Mesa's
+        llvmpipe crashes calling into that LLVM instead of its own."""
+        import ctypes
+        import ctypes.util
+
+        name = ctypes.util.find_library("OSMesa")
+        if name is None:
+            raise RuntimeError("offscreen rendering needs libOSMesa (Debian: apt-get install libosmesa6)")
+        ctypes.CDLL(name, mode=os.RTLD_DEEPBIND | os.RTLD_NOW | os.RTLD_LOCAL)
+
     BAR_HEIGHT = 24
     #: Slice offset axis per orientation, as the slice controller writes it.
     OFFSET_AXIS = {"Axial": "S", "Sagittal": "R", "Coronal": "A"}
@@ -559,6 +572,7 @@ class OffscreenSliceViews:
         """``annotations``: draw the layer names (as DataProbe's slice annotations, which can be off)."""
         from vtkmodules.vtkRenderingOpenGL2 import vtkOSOpenGLRenderWindow
 
+        self.load_osmesa()
         self.logics = [layout_manager.sliceLogic(name) for name in view_names]
         self.view_width, self.view_height = layout_manager.view_size
         self.window = vtkOSOpenGLRenderWindow()
@@ -655,16 +669,17 @@ class OffscreenSliceViews:
 
 
 class SlicerApplicationDouble:
-    """``slicer.app``: a layout manager; a scene set up as Slicer's (layout, colours, orientations)."""
+    """``slicer.app``: a layout manager (slice views of ``view_size`` pixels); a scene set up as
+    Slicer's (layout, colours, orientations)."""
 
-    def __init__(self):
+    def __init__(self, view_size=(256, 256)):
         self.scene = slicer.vtkMRMLScene()
         slicer.vtkMRMLSliceNode.AddDefaultSliceOrientationPresets(self.scene)
         self.application_logic = slicer.vtkMRMLApplicationLogic()
         self.application_logic.SetMRMLScene(self.scene)
         self.color_logic = slicer.vtkMRMLColorLogic()
         self.color_logic.SetMRMLScene(self.scene)
-        self._layout_manager = LayoutManagerDouble(self.scene, self.application_logic)
+        self._layout_manager = LayoutManagerDouble(self.scene, self.application_logic, view_size)
         self.layout_logic = slicer.vtkMRMLLayoutLogic()
         self.layout_logic.SetMRMLApplicationLogic(self.application_logic)
         self.layout_logic.SetMRMLScene(self.scene)
@@ -709,14 +724,16 @@ def import_module_file(monkeypatch, name="PETPartialVolumeCorrectionUnderTest", 
     return module
 
 
-def install_application(monkeypatch, messages: MessagesDouble, bin_folder: Path) -> SlicerApplicationDouble:
-    """Give ``slicer`` an application (``slicer.app``, ``slicer.mrmlScene``) and GUI utilities, and put
-    a ``PythonSlicer`` launcher (running this Python) on the PATH, as Slicer does."""
+def install_application(monkeypatch, messages: MessagesDouble, bin_folder: Path,
+                        view_size=(256, 256)) -> SlicerApplicationDouble:
+    """Give ``slicer`` an application (``slicer.app``, ``slicer.mrmlScene``; slice views of
+    ``view_size`` pixels) and GUI utilities, and put a ``PythonSlicer`` launcher (running this
+    Python) on the PATH, as Slicer does."""
     launcher = bin_folder / "PythonSlicer"
     launcher.write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
     launcher.chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_folder}{os.pathsep}{os.environ['PATH']}")
-    application = SlicerApplicationDouble()
+    application = SlicerApplicationDouble(view_size)
     monkeypatch.setattr(slicer, "app", application, raising=False)
     monkeypatch.setattr(slicer, "mrmlScene", application.scene, raising=False)
     monkeypatch.setattr(slicer.util, "loadUI", load_ui)
