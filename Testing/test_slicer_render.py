@@ -42,12 +42,18 @@ def display(tmp_path_factory):
         corrected, _ = logic.process(pet, labelNode=labels, method="rbv", fwhm_mm=phantom["fwhm_mm"],
                                      inProcess=True, showResult=False)
         sharpened = logic.addVolumeNode(scene, sharpen(phantom["pet"], geometry.spacing), geometry, "phantom_sharpen")
-        yield SimpleNamespace(logic=logic, application=application, phantom=phantom, nodes=(pet, corrected, sharpened))
+        yield SimpleNamespace(logic=logic, application=application, phantom=phantom, labels=labels,
+                              nodes=(pet, corrected, sharpened))
 
 
-def show_and_render(display, overlay=False):
-    """``showResults`` on the three volumes, then the three views drawn; (views, pixels of each view)."""
-    display.logic.showResults(*display.nodes, overlay=overlay)
+def show_and_render(display, overlay=False, classical=False):
+    """``showResults`` on the three volumes (``classical``: input, corrected and the label map), then
+    the three views drawn; (views, pixels of each view)."""
+    pet, corrected, sharpened = display.nodes
+    if classical:
+        display.logic.showResults(pet, corrected, None, display.labels)
+    else:
+        display.logic.showResults(pet, corrected, sharpened, overlay=overlay)
     views = OffscreenSliceViews(display.application.layoutManager(), display.logic.VIEW_NAMES, annotations=False)
     pixels = views.render()
     return views, [views.view_pixels(pixels, index).astype(int) for index in range(3)]
@@ -158,3 +164,15 @@ def test_overlay_shows_the_input_and_the_output_blended(display):
         assert differs.sum() > 200
         assert np.abs(overlaid[output] - plain[output]).sum(axis=-1)[differs].mean() > 10
         assert np.abs(overlaid[output] - plain[INPUT]).sum(axis=-1)[differs].mean() > 10
+
+
+def test_after_a_classical_method_the_third_view_shows_the_regions_over_the_input(display):
+    views, (input_view, _, third_view) = show_and_render(display, classical=True)
+    tissue = tissue_under_pixels(display, INPUT, views)
+    colours = display.labels.GetDisplayNode().GetColorNode()
+    for name in ("grey matter", "white matter"):
+        region = tissue == support.PHANTOM_LABELS[name]
+        rgba = [0.0] * 4
+        colours.GetColor(support.PHANTOM_LABELS[name], rgba)
+        assert np.abs(np.median(third_view[region], axis=0) - np.array(rgba[:3]) * 255).max() <= 2, name
+        assert np.abs(third_view[region] - input_view[region]).sum(axis=-1).mean() > 30
