@@ -551,6 +551,11 @@ class OffscreenSliceViews:
     Needs libOSMesa (Debian ``libosmesa6``).
     """
 
+    #: Height (pixels) of the slice controller's bar above each view.
+    BAR_HEIGHT = 24
+    #: Slice offset axis per orientation, as the slice controller writes it.
+    OFFSET_AXIS = {"Axial": "S", "Sagittal": "R", "Coronal": "A"}
+
     @staticmethod
     def load_osmesa():
         """Load libOSMesa binding its symbols to its own libraries first (``RTLD_DEEPBIND``): an
@@ -563,10 +568,6 @@ class OffscreenSliceViews:
         if name is None:
             raise RuntimeError("offscreen rendering needs libOSMesa (Debian: apt-get install libosmesa6)")
         ctypes.CDLL(name, mode=os.RTLD_DEEPBIND | os.RTLD_NOW | os.RTLD_LOCAL)
-
-    BAR_HEIGHT = 24
-    #: Slice offset axis per orientation, as the slice controller writes it.
-    OFFSET_AXIS = {"Axial": "S", "Sagittal": "R", "Coronal": "A"}
 
     def __init__(self, layout_manager: LayoutManagerDouble, view_names, annotations: bool = True):
         """``annotations``: draw the layer names (as DataProbe's slice annotations, which can be off)."""
