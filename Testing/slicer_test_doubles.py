@@ -13,7 +13,9 @@ far as the module uses them:
   Slicer's own connectors cannot bind (same table as Slicer's guiConnectors).
 - :class:`SlicerApplicationDouble` with a :class:`LayoutManagerDouble` that, like Slicer's layout
   manager, creates a real ``vtkMRMLSliceLogic`` (hence the slice composite node) for every slice
-  view a layout adds.
+  view a layout adds, sized as its widget, and fits the views as Slicer's ``resetSliceViews``.
+- :class:`OffscreenSliceViews`: what the slice widgets draw (the slice logics' images, the
+  controller bars, the layer names) in an offscreen OSMesa window, read back as pixels or a PNG.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from pathlib import Path
 
 import slicer
 import slicer.util
+import vtk
 
 MODULE_FILE = Path(__file__).resolve().parents[1] / "PETPartialVolumeCorrection" / "PETPartialVolumeCorrection.py"
 UI_FILE = MODULE_FILE.parent / "Resources" / "UI" / "PETPartialVolumeCorrection.ui"
@@ -496,12 +499,17 @@ def write_slicer_cmake_package(folder: Path) -> Path:
 
 class LayoutManagerDouble:
     """Creates a real slice logic (and so a slice composite node) for every slice view a layout adds,
-    as Slicer's layout manager does when it makes the slice widgets."""
+    as Slicer's layout manager does when it makes the slice widgets, sized as a widget of
+    ``view_size`` (width, height) pixels would size it, and known to the application logic (which the
+    slice link logic asks for the slice logics of linked views)."""
 
-    def __init__(self, scene, application_logic):
+    def __init__(self, scene, application_logic, view_size=(256, 256)):
         self.scene = scene
         self.application_logic = application_logic
+        self.view_size = tuple(view_size)
         self.slice_logics = {}  # slice node ID -> its slice logic
+        self._slice_logic_collection = vtk.vtkCollection()
+        application_logic.SetSliceLogics(self._slice_logic_collection)
         self.reset_slice_views_calls = 0
         scene.AddObserver(scene.NodeAddedEvent, self._on_node_added)
 
@@ -515,22 +523,164 @@ class LayoutManagerDouble:
             logic.SetMRMLApplicationLogic(self.application_logic)
             logic.SetMRMLScene(self.scene)
             logic.SetSliceNode(slice_node)
+            logic.ResizeSliceNode(*self.view_size)
+            self._slice_logic_collection.AddItem(logic)
+
+    def sliceLogic(self, view_name):
+        """The slice logic of the slice view named ``view_name`` (its layout name)."""
+        return self.application_logic.GetSliceLogicByLayoutName(view_name)
 
     def resetSliceViews(self):
+        """As Slicer's: every slice view fits its slice to the volumes it shows (the slice
+        controller's fitSliceToBackground, an interaction that linked views follow)."""
         self.reset_slice_views_calls += 1
+        for logic in self.slice_logics.values():
+            logic.StartSliceNodeInteraction(slicer.vtkMRMLSliceNode.ResetFieldOfViewFlag)
+            logic.FitSliceToAll()
+            logic.GetSliceNode().UpdateMatrices()
+            logic.EndSliceNodeInteraction()
+
+
+class OffscreenSliceViews:
+    """Slice views side by side in an offscreen render window (VTK's OSMesa window), drawn as
+    Slicer's slice widgets draw them: the slice logic's RGBA image in a 2D renderer (ctkVTKSliceView:
+    a ``vtkImageMapper`` at window 255, level 127.5, in a ``vtkActor2D``), under the slice controller's
+    bar (the view label on the view colour, and the slice offset), with the names of the layers shown
+    in the lower-left corner (as the DataProbe's slice annotations).
+
+    Needs libOSMesa (Debian ``libosmesa6``).
+    """
+
+    #: Height (pixels) of the slice controller's bar above each view.
+    BAR_HEIGHT = 24
+    #: Slice offset axis per orientation, as the slice controller writes it.
+    OFFSET_AXIS = {"Axial": "S", "Sagittal": "R", "Coronal": "A"}
+
+    @staticmethod
+    def load_osmesa():
+        """Load libOSMesa binding its symbols to its own libraries first (``RTLD_DEEPBIND``): an
+        imported TensorFlow exports its own LLVM to every library loaded after it, and Mesa's
+        llvmpipe crashes calling into that LLVM instead of its own."""
+        import ctypes
+        import ctypes.util
+
+        name = ctypes.util.find_library("OSMesa")
+        if name is None:
+            raise RuntimeError("offscreen rendering needs libOSMesa (Debian: apt-get install libosmesa6)")
+        ctypes.CDLL(name, mode=os.RTLD_DEEPBIND | os.RTLD_NOW | os.RTLD_LOCAL)
+
+    def __init__(self, layout_manager: LayoutManagerDouble, view_names, annotations: bool = True):
+        """``annotations``: draw the layer names (as DataProbe's slice annotations, which can be off)."""
+        from vtkmodules.vtkRenderingOpenGL2 import vtkOSOpenGLRenderWindow
+
+        self.load_osmesa()
+        self.logics = [layout_manager.sliceLogic(name) for name in view_names]
+        self.view_width, self.view_height = layout_manager.view_size
+        self.window = vtkOSOpenGLRenderWindow()
+        self.window.SetOffScreenRendering(True)
+        self.window.SetSize(self.view_width * len(self.logics), self.view_height + self.BAR_HEIGHT)
+        self.annotations = annotations
+        self._texts = [self._add_view(index, logic) for index, logic in enumerate(self.logics)]
+
+    def _viewport(self, index, bottom, top):
+        total_height = self.view_height + self.BAR_HEIGHT
+        return (index / len(self.logics), bottom / total_height, (index + 1) / len(self.logics), top / total_height)
+
+    def _add_view(self, index, logic):
+        image_mapper = vtk.vtkImageMapper()
+        image_mapper.SetInputConnection(logic.GetImageDataConnection())
+        image_mapper.SetColorWindow(255)
+        image_mapper.SetColorLevel(127.5)
+        image_actor = vtk.vtkActor2D()
+        image_actor.SetMapper(image_mapper)
+        view = vtk.vtkRenderer()
+        view.SetViewport(*self._viewport(index, 0, self.view_height))
+        view.SetBackground(0, 0, 0)
+        view.AddViewProp(image_actor)
+        layers = self._text_actor(view, (6, 6), font_size=13, colour=(1.0, 1.0, 1.0))
+
+        slice_node = logic.GetSliceNode()
+        bar = vtk.vtkRenderer()
+        bar.SetViewport(*self._viewport(index, self.view_height, self.view_height + self.BAR_HEIGHT))
+        bar.SetBackground(*slice_node.GetLayoutColor())
+        title = self._text_actor(bar, (8, 5), font_size=14, colour=(0.0, 0.0, 0.0), bold=True)
+        title.SetInput(slice_node.GetLayoutLabel())
+        offset = self._text_actor(bar, (self.view_width - 8, 5), font_size=13, colour=(0.0, 0.0, 0.0))
+        offset.GetTextProperty().SetJustificationToRight()
+        for renderer in (view, bar):
+            self.window.AddRenderer(renderer)
+        return layers, offset
+
+    @staticmethod
+    def _text_actor(renderer, position, font_size, colour, bold=False):
+        actor = vtk.vtkTextActor()
+        actor.SetPosition(*position)  # pixels from the renderer's lower-left corner
+        properties = actor.GetTextProperty()
+        properties.SetFontSize(font_size)
+        properties.SetColor(*colour)
+        properties.SetBold(bold)
+        renderer.AddViewProp(actor)
+        return actor
+
+    def _update_texts(self):
+        for logic, (layers, offset) in zip(self.logics, self._texts):
+            composite = logic.GetSliceCompositeNode()
+            scene = logic.GetMRMLScene()
+            lines = []
+            for letter, node_id, opacity in (("L", composite.GetLabelVolumeID(), None),
+                                             ("F", composite.GetForegroundVolumeID(), composite.GetForegroundOpacity()),
+                                             ("B", composite.GetBackgroundVolumeID(), None)):
+                node = scene.GetNodeByID(node_id) if node_id else None
+                if node is not None:
+                    lines.append(f"{letter}: {node.GetName()}" + (f" ({opacity:.0%})" if opacity is not None else ""))
+            layers.SetInput("\n".join(lines) if self.annotations else "")
+            axis = self.OFFSET_AXIS.get(logic.GetSliceNode().GetOrientation(), "")
+            offset.SetInput(f"{axis}: {logic.GetSliceOffset():.1f} mm")
+
+    def _grab(self):
+        """Draw the views; the window's image (``vtkImageData``, RGB, bottom row first)."""
+        self._update_texts()
+        self.window.Render()
+        grabber = vtk.vtkWindowToImageFilter()
+        grabber.SetInput(self.window)
+        grabber.SetInputBufferTypeToRGB()
+        grabber.ReadFrontBufferOff()
+        grabber.Update()
+        return grabber.GetOutput()
+
+    def render(self):
+        """Draw the views; the window's pixels, uint8 ``[row, column, RGB]``, the top row first."""
+        from vtkmodules.util.numpy_support import vtk_to_numpy
+
+        image = self._grab()
+        width, height, _ = image.GetDimensions()
+        return vtk_to_numpy(image.GetPointData().GetScalars()).reshape(height, width, 3)[::-1].copy()
+
+    def view_pixels(self, pixels, index):
+        """The slice image area of view ``index`` in ``render``'s pixels (top row first): pixel
+        ``[row, column]`` shows the slice node's XY point ``(column, view_height - 1 - row)``."""
+        return pixels[self.BAR_HEIGHT:, index * self.view_width:(index + 1) * self.view_width]
+
+    def save_png(self, path):
+        """Draw the views and write the window to a PNG file."""
+        writer = vtk.vtkPNGWriter()
+        writer.SetFileName(str(path))
+        writer.SetInputData(self._grab())
+        writer.Write()
 
 
 class SlicerApplicationDouble:
-    """``slicer.app``: a layout manager; a scene set up as Slicer's (layout, colours, orientations)."""
+    """``slicer.app``: a layout manager (slice views of ``view_size`` pixels); a scene set up as
+    Slicer's (layout, colours, orientations)."""
 
-    def __init__(self):
+    def __init__(self, view_size=(256, 256)):
         self.scene = slicer.vtkMRMLScene()
         slicer.vtkMRMLSliceNode.AddDefaultSliceOrientationPresets(self.scene)
         self.application_logic = slicer.vtkMRMLApplicationLogic()
         self.application_logic.SetMRMLScene(self.scene)
         self.color_logic = slicer.vtkMRMLColorLogic()
         self.color_logic.SetMRMLScene(self.scene)
-        self._layout_manager = LayoutManagerDouble(self.scene, self.application_logic)
+        self._layout_manager = LayoutManagerDouble(self.scene, self.application_logic, view_size)
         self.layout_logic = slicer.vtkMRMLLayoutLogic()
         self.layout_logic.SetMRMLApplicationLogic(self.application_logic)
         self.layout_logic.SetMRMLScene(self.scene)
@@ -575,14 +725,16 @@ def import_module_file(monkeypatch, name="PETPartialVolumeCorrectionUnderTest", 
     return module
 
 
-def install_application(monkeypatch, messages: MessagesDouble, bin_folder: Path) -> SlicerApplicationDouble:
-    """Give ``slicer`` an application (``slicer.app``, ``slicer.mrmlScene``) and GUI utilities, and put
-    a ``PythonSlicer`` launcher (running this Python) on the PATH, as Slicer does."""
+def install_application(monkeypatch, messages: MessagesDouble, bin_folder: Path,
+                        view_size=(256, 256)) -> SlicerApplicationDouble:
+    """Give ``slicer`` an application (``slicer.app``, ``slicer.mrmlScene``; slice views of
+    ``view_size`` pixels) and GUI utilities, and put a ``PythonSlicer`` launcher (running this
+    Python) on the PATH, as Slicer does."""
     launcher = bin_folder / "PythonSlicer"
     launcher.write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
     launcher.chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_folder}{os.pathsep}{os.environ['PATH']}")
-    application = SlicerApplicationDouble()
+    application = SlicerApplicationDouble(view_size)
     monkeypatch.setattr(slicer, "app", application, raising=False)
     monkeypatch.setattr(slicer, "mrmlScene", application.scene, raising=False)
     monkeypatch.setattr(slicer.util, "loadUI", load_ui)
