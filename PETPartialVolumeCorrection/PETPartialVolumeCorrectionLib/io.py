@@ -131,8 +131,10 @@ def _check_metaimage_stream(path: Path) -> None:
         _check_zlib_stream(path.parent / data_file, 0)
 
 
-def _nifti_data_length(path: Path, header) -> int:
-    return int(header.get_data_offset()) + int(np.prod(header.get_data_shape())) * header.get_data_dtype().itemsize
+def _nifti_data_length(image) -> int:
+    """Bytes a NIfTI's header says its file holds: header and extensions, then the voxels."""
+    header = image.header
+    return int(image.dataobj.offset) + int(np.prod(header.get_data_shape())) * header.get_data_dtype().itemsize
 
 
 def _check_nifti(path: Path):
@@ -145,9 +147,9 @@ def _check_nifti(path: Path):
     except Exception:  # noqa: BLE001 - not a NIfTI nibabel understands: ITK reports it in one line
         return None
     header = image.header
-    if stored_length < _nifti_data_length(path, header):
-        raise PVCInputError(f"{path}: file is truncated ({stored_length} of {_nifti_data_length(path, header)} "
-                            "bytes); copy it again")
+    if stored_length < _nifti_data_length(image):
+        raise PVCInputError(f"{path}: file is truncated ({stored_length} of {_nifti_data_length(image)} bytes); "
+                            "copy it again")
     pixdim = np.asarray(header["pixdim"][1:4], dtype=float)
     if not np.all(np.isfinite(pixdim)) or np.any(pixdim <= 0):
         raise PVCInputError(f"{path}: NIfTI voxel size (pixdim) {tuple(float(p) for p in pixdim)} is zero, "
