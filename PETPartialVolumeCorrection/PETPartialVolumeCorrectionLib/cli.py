@@ -30,6 +30,9 @@ COMMAND_MODULES = (
 EXIT_FAILURE = 1
 EXIT_BAD_INPUT = 2
 INTERRUPT_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+#: Signals this run received: an interrupt can surface as another exception (an import that it broke
+#: raises ImportError), which is then reported as the interrupt it was.
+_signals_received: list = []
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,6 +63,7 @@ def _handle_interrupts() -> dict:
             return
         for each in INTERRUPT_SIGNALS:
             signal.signal(each, signal.SIG_IGN)
+        _signals_received.append(signal_number)
         raise RunInterrupted(signal_number)
 
     return {each: signal.signal(each, interrupt) for each in INTERRUPT_SIGNALS}
@@ -73,7 +77,12 @@ def _clear_progress_bars() -> None:
             bar.close()
 
 
+def _interrupted(signal_number: int) -> tuple[str, int]:
+    return f"interrupted ({signal.Signals(signal_number).name})", 128 + signal_number
+
+
 def main(argv=None) -> int:
+    _signals_received.clear()
     replaced_handlers = _handle_interrupts()
     try:
         return _run(argv)
@@ -94,9 +103,13 @@ def _run(argv) -> int:
         where = f"{error.filename}: " if error.filename else ""
         message, code = f"error: {where}{error.strerror or error}", EXIT_FAILURE
     except RunInterrupted as interrupt:
-        message, code = f"interrupted ({signal.Signals(interrupt.signal_number).name})", 128 + interrupt.signal_number
+        message, code = _interrupted(interrupt.signal_number)
     except KeyboardInterrupt:
-        message, code = "interrupted (SIGINT)", 128 + signal.SIGINT
+        message, code = _interrupted(signal.SIGINT)
+    except Exception:
+        if not _signals_received:
+            raise
+        message, code = _interrupted(_signals_received[0])
     _clear_progress_bars()
     print(f"{name}: {message}", file=sys.stderr, flush=True)
     return code

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 from .errors import PVCInputError
@@ -65,12 +66,14 @@ def _run_compare(args) -> int:
         if mask_difference:
             raise PVCInputError(f"{args.mask} is not on the grid of {args.reference} ({mask_difference})")
         mask = labels > 0
-    scores = {"ssim": ssim(prediction, reference, mask), "rmse": rmse(prediction, reference, mask),
-              "voxels": int(np.count_nonzero(mask)) if mask is not None else int(reference.size)}
-    undefined = [name for name in ("ssim", "rmse") if not np.isfinite(scores[name])]
+    with np.errstate(all="ignore"), warnings.catch_warnings():  # a non-finite score is refused below
+        warnings.simplefilter("ignore", RuntimeWarning)
+        scores = {"ssim": ssim(prediction, reference, mask), "rmse": rmse(prediction, reference, mask),
+                  "voxels": int(np.count_nonzero(mask)) if mask is not None else int(reference.size)}
+    undefined = [f"{name.upper()} {scores[name]}" for name in ("ssim", "rmse") if not np.isfinite(scores[name])]
     if undefined:
-        raise PVCInputError(f"{' and '.join(n.upper() for n in undefined)} undefined on the scored voxels "
-                            "(too few, or constant); score a larger region")
+        raise PVCInputError(f"{', '.join(undefined)}: the image's values lie too far outside the reference's "
+                            "range for float32 scoring; check the units of both images")
     print(f"SSIM {scores['ssim']:.4f}")
     print(f"RMSE {scores['rmse']:.6g}")
     if args.json:

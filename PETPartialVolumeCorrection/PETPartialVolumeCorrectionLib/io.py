@@ -23,7 +23,9 @@ import gzip
 import os
 import secrets
 import shutil
+import signal
 import tempfile
+import threading
 import zlib
 from pathlib import Path
 
@@ -144,9 +146,10 @@ def _check_nifti(path: Path):
     stored_length = _gzip_stream_length(path) if image_suffix(path) == ".nii.gz" else path.stat().st_size
     try:
         image = nibabel.load(str(path))
+        with nibabel.openers.ImageOpener(str(path)) as stream:  # as stored: load() "fixes" bad pixdim
+            header = type(image.header).from_fileobj(stream, check=False)
     except Exception:  # noqa: BLE001 - not a NIfTI nibabel understands: ITK reports it in one line
         return None
-    header = image.header
     if stored_length < _nifti_data_length(image):
         raise PVCInputError(f"{path}: file is truncated ({stored_length} of {_nifti_data_length(image)} bytes); "
                             "copy it again")
@@ -159,13 +162,20 @@ def _check_nifti(path: Path):
 
 
 def _check_nifti_transforms(path: Path, header, pixdim: np.ndarray) -> None:
-    """Refuse a NIfTI whose qform and sform are both set and place a voxel more than a voxel apart."""
-    if int(header["qform_code"]) <= 0 or int(header["sform_code"]) <= 0:
+    """Refuse a NIfTI whose transforms in use are not finite (ITK would silently drop them), or whose
+    qform and sform are both set and place a voxel more than a voxel apart."""
+    transforms = {name: getter() for name, getter in (("qform", header.get_qform), ("sform", header.get_sform))
+                  if int(header[f"{name}_code"]) > 0}
+    for name, transform in transforms.items():
+        if not np.all(np.isfinite(transform)):
+            raise PVCInputError(f"{path}: the NIfTI {name} (image origin/orientation) is not finite; "
+                                "fix the header")
+    if len(transforms) < 2:
         return  # one transform only: ITK and nibabel both use it
     shape = (list(header.get_data_shape()) + [1, 1, 1])[:3]
     corners = np.array([[i, j, k, 1.0] for i in (0, shape[0] - 1) for j in (0, shape[1] - 1)
                         for k in (0, shape[2] - 1)])
-    distance = float(np.max(np.linalg.norm(corners @ (header.get_qform() - header.get_sform()).T, axis=1)))
+    distance = float(np.max(np.linalg.norm(corners @ (transforms["qform"] - transforms["sform"]).T, axis=1)))
     if distance > float(np.min(pixdim)):
         raise PVCInputError(f"{path}: the NIfTI qform and sform disagree by up to {distance:.1f} mm (more than a "
                             "voxel), so where the image lies is ambiguous; fix the header (e.g. in nibabel: "
@@ -404,7 +414,7 @@ def refuse_existing_outputs(output_dir, file_names, force: bool = False, protect
     for name in file_names:
         target = (output_dir / name).resolve()
         if target in protected_paths:
-            raise PVCInputError(f"{target}: output would overwrite the input; choose another output folder")
+            raise PVCInputError(f"{target}: output would overwrite an input; choose another output path")
         if target.exists() and not force:
             raise PVCInputError(f"{target} exists; use --force to overwrite it")
 
@@ -442,6 +452,21 @@ def _unwritable(folder: Path, error: OSError) -> PVCInputError:
 
 
 @contextlib.contextmanager
+def _interrupts_deferred():
+    """Hold SIGINT/SIGTERM back while a step that must not be cut in two runs (creating a staging
+    folder and recording it; moving the outputs in); they arrive as soon as it is over."""
+    interrupts = {signal.SIGINT, signal.SIGTERM}
+    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, interrupts)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+@contextlib.contextmanager
 def staged_outputs(output_dir, file_names, force: bool = False, protected=()):
     """Stage files in a temporary folder inside ``output_dir``; move them in only on success.
 
@@ -454,18 +479,20 @@ def staged_outputs(output_dir, file_names, force: bool = False, protected=()):
     """
     output_dir = Path(output_dir)
     refuse_existing_outputs(output_dir, file_names, force, protected)
-    created = _make_folders(output_dir)
-    try:
-        staging = Path(tempfile.mkdtemp(prefix=f"{TEMPORARY_PREFIX}staging-", dir=output_dir))
-    except OSError as error:
-        _remove_if_empty(created)
-        raise _unwritable(output_dir, error) from None
+    with _interrupts_deferred():
+        created = _make_folders(output_dir)
+        try:
+            staging = Path(tempfile.mkdtemp(prefix=f"{TEMPORARY_PREFIX}staging-", dir=output_dir))
+        except OSError as error:
+            _remove_if_empty(created)
+            raise _unwritable(output_dir, error) from None
     published = []
     try:
         yield staging
-        for staged_file in sorted(staging.iterdir()):
-            _publish(staged_file, output_dir / staged_file.name, replace=force)
-            published.append(output_dir / staged_file.name)
+        with _interrupts_deferred():
+            for staged_file in sorted(staging.iterdir()):
+                _publish(staged_file, output_dir / staged_file.name, replace=force)
+                published.append(output_dir / staged_file.name)
     except BaseException:
         if not force:  # take out what this run moved in (without force, only its own files)
             for path in published:
@@ -487,12 +514,10 @@ def atomic_file(path, force: bool = False):
         raise PVCInputError(f"{path.parent}: no such folder")
     temporary = path.with_name(f"{TEMPORARY_PREFIX}{secrets.token_hex(4)}-{path.name}")
     try:
-        os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # the umask applies
-    except OSError as error:
-        raise _unwritable(path.parent, error) from None
-    try:
-        yield temporary
+        yield temporary  # the writer creates it (with the umask's permissions)
         _publish(temporary, path, replace=force)
+    except PermissionError as error:
+        raise _unwritable(path.parent, error) from None
     finally:
         temporary.unlink(missing_ok=True)
 
