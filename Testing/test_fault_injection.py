@@ -267,7 +267,7 @@ def test_nan_origin_is_named(tmp_path):
     data = bytearray(path.read_bytes())
     data[268:272] = np.asarray([np.nan], "<f4").tobytes()  # qoffset_x of the NIfTI-1 header
     path.write_bytes(bytes(data))
-    with pytest.raises(PVCInputError, match="qform \(image origin/orientation\) is not finite") as refused:
+    with pytest.raises(PVCInputError, match=r"qform \(image origin/orientation\) is not finite") as refused:
         read_image(path)
     assert "constant" not in str(refused.value)
     with pytest.raises(PVCInputError, match=r"origin \(nan, 0.0, 0.0\) is not finite"):

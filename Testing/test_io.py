@@ -154,6 +154,6 @@ def test_failed_staging_leaves_nothing_behind(tmp_path):
 
 def test_output_onto_the_input_is_refused(tmp_path, pet_volume):
     path = write_image(pet_volume, Geometry((2.0, 2.0, 2.0)), tmp_path / "pet.nrrd")
-    with pytest.raises(PVCInputError, match="overwrite the input"):
+    with pytest.raises(PVCInputError, match="overwrite an input"):
         with staged_outputs(tmp_path, ["pet.nrrd"], force=True, protected=[path]):
             pass

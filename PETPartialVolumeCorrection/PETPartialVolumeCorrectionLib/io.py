@@ -79,7 +79,11 @@ def _corrupt(path, error) -> PVCInputError:
 
 
 def _gzip_stream_length(path: Path) -> int:
-    """Decompressed length of a gzip file, reading it to the end (which verifies CRC and length)."""
+    """Decompressed length of a gzip file, reading it to the end (which verifies CRC and length);
+    the file's size when it is not gzip-compressed at all (left to the readers to judge)."""
+    with open(path, "rb") as stream:
+        if stream.read(2) != b"\x1f\x8b":
+            return path.stat().st_size
     length = 0
     try:
         with gzip.open(path, "rb") as stream:

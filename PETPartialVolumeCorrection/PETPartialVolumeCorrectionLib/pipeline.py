@@ -47,6 +47,15 @@ def _resolve_model(model, device: str):
     return load_model(find_model_dir(model), device=device)
 
 
+def _check_model_folder(model) -> None:
+    """Refuse a missing model folder, a folder without a readable card, or no shipped model at once,
+    before any work (the weights are checked when the model loads)."""
+    from .model import PVCModel, find_model_dir, read_model_card
+
+    if not isinstance(model, PVCModel):
+        read_model_card(find_model_dir(model))
+
+
 def correct_volume(volume: np.ndarray, geometry: Geometry, *, model=None, mode: str = "gaussian",
                    overlap: Optional[int] = None, batch_size: int = 1, output_grid: str = "standard",
                    crop_fov: bool = False, device: str = "auto",
@@ -69,6 +78,7 @@ def correct_volume(volume: np.ndarray, geometry: Geometry, *, model=None, mode: 
     if output_grid not in OUTPUT_GRIDS:
         raise PVCInputError(f"output grid must be one of {OUTPUT_GRIDS}, not {output_grid!r}")
     validate_pet_volume(volume, geometry)
+    _check_model_folder(model)
     timings = {}
     start = time.perf_counter()
     # Everything that can refuse the input (field of view, a near-empty image) runs before the model loads.
