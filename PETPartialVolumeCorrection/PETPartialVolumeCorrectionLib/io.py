@@ -125,16 +125,36 @@ def _metaimage_header(path: Path) -> tuple[dict, int]:
     return fields, offset
 
 
+#: Bytes per value of the MetaImage element types whose size is fixed (MET_LONG's is not).
+_METAIMAGE_ELEMENT_BYTES = {"MET_CHAR": 1, "MET_UCHAR": 1, "MET_SHORT": 2, "MET_USHORT": 2, "MET_INT": 4,
+                            "MET_UINT": 4, "MET_LONG_LONG": 8, "MET_ULONG_LONG": 8, "MET_FLOAT": 4,
+                            "MET_DOUBLE": 8}
+
+
 def _check_metaimage_stream(path: Path) -> None:
-    """Compressed MetaImage data: ITK reports no error for a damaged zlib stream, so check it here."""
+    """MetaImage data: ITK reports no error for a damaged zlib stream, and a misleading one (plus
+    lines of its own on stderr) for truncated raw data, so check both here."""
     fields, offset = _metaimage_header(path)
-    if fields.get("CompressedData", "").lower() != "true":
-        return
     data_file = fields.get("ElementDataFile", "")
     if data_file == "LOCAL":
-        _check_zlib_stream(path, offset)
+        data_path = path
     elif data_file and " " not in data_file and (path.parent / data_file).is_file():
-        _check_zlib_stream(path.parent / data_file, 0)
+        data_path, offset = path.parent / data_file, 0
+    else:
+        return  # a file list or pattern, or a missing file: ITK says so
+    if fields.get("CompressedData", "").lower() == "true":
+        _check_zlib_stream(data_path, offset)
+        return
+    element_bytes = _METAIMAGE_ELEMENT_BYTES.get(fields.get("ElementType", ""))
+    try:
+        values = int(np.prod([int(n) for n in fields.get("DimSize", "").split()]))
+        values *= int(fields.get("ElementNumberOfChannels", "1"))
+    except ValueError:
+        return  # a malformed header: ITK says so
+    stored = data_path.stat().st_size - offset
+    if element_bytes and stored < values * element_bytes:
+        raise PVCInputError(f"{data_path}: file is truncated ({stored} of {values * element_bytes} data bytes); "
+                            "copy it again")
 
 
 def _nifti_data_length(image) -> int:
