@@ -4,9 +4,10 @@ Arrays are float32 ``[z, y, x]``; values stay in the units stored in the file (B
 with the file's rescale slope/intercept applied.
 
 Reading checks the whole file before ITK sees it: the full compressed stream (gzip CRC and length
-of a .nii.gz, zlib checksum of compressed .mha/.mhd data), the data length of a .nii, and the NIfTI
-header (pixdim > 0; qform and sform within a voxel of each other when both are set), so a corrupt,
-truncated or self-contradictory file is refused in one line instead of read as garbage.
+of a .nii.gz, zlib checksum of compressed .mha/.mhd data), the data length of a .nii and of raw
+.mha/.mhd data, and the NIfTI header as stored (pixdim > 0; finite transforms; qform and sform
+within a voxel of each other when both are set), so a corrupt, truncated or self-contradictory file
+is refused in one line instead of read as garbage. NRRD gzip data are checked by ITK itself.
 
 Writing goes through one atomic writer: every file is written next to its final place under a
 temporary name and moved in only when complete. Without ``force`` the move is a hard link, which
