@@ -508,3 +508,19 @@ def test_evaluate_refuses_zero_subjects(tmp_path, capsys):
     assert code == 2
     assert_one_line(err, "--n must be at least 1")
     assert not (tmp_path / "ev").exists()
+
+
+def test_atomic_writer_keeps_the_umask_and_leaves_no_temporary_file(tmp_path):
+    from PETPartialVolumeCorrectionLib.io import atomic_file, write_text_atomic
+
+    old_umask = os.umask(0o027)
+    try:
+        path = write_text_atomic(tmp_path / "state.json", "{}\n")
+    finally:
+        os.umask(old_umask)
+    assert path.stat().st_mode & 0o777 == 0o640
+    with pytest.raises(RuntimeError):
+        with atomic_file(tmp_path / "state.json", force=True) as temporary:
+            temporary.write_text("half")
+            raise RuntimeError("the writer fails")
+    assert snapshot(tmp_path) == {"state.json": hashlib.sha256(b"{}\n").hexdigest()}
