@@ -22,6 +22,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import nibabel
@@ -524,3 +525,25 @@ def test_atomic_writer_keeps_the_umask_and_leaves_no_temporary_file(tmp_path):
             temporary.write_text("half")
             raise RuntimeError("the writer fails")
     assert snapshot(tmp_path) == {"state.json": hashlib.sha256(b"{}\n").hexdigest()}
+
+
+def test_model_that_does_not_fit_its_card_is_one_line(tmp_path, capsys, pet_path):
+    """Keras warns once per layer before it raises: none of that reaches the user."""
+    from PETPartialVolumeCorrectionLib.model import MODEL_CARD_NAME, ModelConfig, build_model, save_model
+
+    config = ModelConfig(depth=1, base_filters=4, max_filters=8, norm_groups=2)
+    folder = save_model(build_model(config), tmp_path / "model", {"name": "tiny", "architecture": config.to_dict()})
+    card = json.loads((folder / MODEL_CARD_NAME).read_text())
+    card["architecture"]["base_filters"] = 8
+    (folder / MODEL_CARD_NAME).write_text(json.dumps(card))
+    capsys.readouterr()
+    with warnings.catch_warnings():  # print warnings on stderr as a terminal would (pytest collects them)
+        warnings.simplefilter("default")
+        warnings.simplefilter("ignore", DeprecationWarning)  # hidden outside __main__ by Python's defaults
+        warnings.showwarning = lambda message, category, filename, lineno, file=None, line=None: sys.stderr.write(
+            warnings.formatwarning(message, category, filename, lineno, line))
+        code, err = run_in_process(capsys, "correct", pet_path, "-o", tmp_path / "out", "--model", folder,
+                                   "--progress", "none", "--device", "cpu")
+    assert code == 2
+    assert_one_line(err, "do not fit the architecture in the card")
+    assert not (tmp_path / "out").exists()
