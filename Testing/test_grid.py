@@ -63,3 +63,21 @@ def test_wide_field_of_view_with_only_air_outside_is_accepted():
     volume[10:50, 25:125, 25:125] = 1.0
     standard, _ = resample_to_standard_grid(volume, geometry)
     assert standard.sum() == pytest.approx(volume.sum() * 8.0, rel=0.01)  # 2 mm -> 1 mm voxels: x8
+
+
+def test_noise_in_the_air_of_a_wide_field_of_view_is_not_counted_as_activity():
+    """A head in the central 200 mm of a 300 mm field of view, with reconstruction noise in the air
+    (1 % of the head's uptake per voxel, positive): the noise at the edges adds up to several % of
+    all positive values, but none of it is above the noise floor, so nothing is refused."""
+    rng = np.random.default_rng(5)
+    geometry = Geometry((2.0, 2.0, 2.0))
+    volume = np.abs(rng.normal(0.0, 0.01, (60, 150, 150))).astype(np.float32)
+    volume[10:50, 25:125, 25:125] = 1.0
+    edges = np.ones(volume.shape, bool)
+    edges[:, 22:128, 22:128] = False
+    assert volume[edges].sum() / volume.sum() > 0.005  # what the check counted before the floor
+    standard, _ = resample_to_standard_grid(volume, geometry)
+    assert standard.shape == (256, 256, 256)
+    volume[20:40, 0:12, 30:120] = 0.5  # real activity (a shoulder) beyond the grid is still refused
+    with pytest.raises(PVCInputError, match="of the activity lies there"):
+        resample_to_standard_grid(volume, geometry)

@@ -97,9 +97,16 @@ def test_vector_image(tmp_path):
 @pytest.mark.parametrize("bad_value", [np.nan, np.inf])
 def test_non_finite_voxels(tmp_path, pet_volume, bad_value):
     pet_volume[3, 4, 5] = bad_value
-    path = write_image(pet_volume, Geometry((2.0, 2.0, 2.0)), tmp_path / "bad.nii.gz")
+    path = _write_sitk(sitk.GetImageFromArray(pet_volume), tmp_path / "bad.nii.gz")  # write_image refuses it
     with pytest.raises(PVCInputError, match="1 voxels are NaN or infinite"):
         read_image(path)
+
+
+def test_non_finite_image_is_never_written(tmp_path, pet_volume):
+    pet_volume[3, 4, 5] = np.inf
+    with pytest.raises(PVCInputError, match="1 NaN or infinite voxels.*nothing was written"):
+        write_image(pet_volume, Geometry((2.0, 2.0, 2.0)), tmp_path / "out.nii.gz")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_constant_image(tmp_path):
@@ -147,6 +154,6 @@ def test_failed_staging_leaves_nothing_behind(tmp_path):
 
 def test_output_onto_the_input_is_refused(tmp_path, pet_volume):
     path = write_image(pet_volume, Geometry((2.0, 2.0, 2.0)), tmp_path / "pet.nrrd")
-    with pytest.raises(PVCInputError, match="overwrite the input"):
+    with pytest.raises(PVCInputError, match="overwrite an input"):
         with staged_outputs(tmp_path, ["pet.nrrd"], force=True, protected=[path]):
             pass

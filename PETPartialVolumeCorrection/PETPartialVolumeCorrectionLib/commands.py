@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import warnings
+from pathlib import Path
 
 from .errors import PVCInputError
 from .progress import PROGRESS_STYLES, progress_reporter
@@ -38,27 +40,44 @@ def _run_sharpen(args) -> int:
 def _run_compare(args) -> int:
     import numpy as np
 
-    from .io import read_image, read_label_image
+    from .geometry import describe_grid_difference
+    from .grid import resample_to_native_grid
+    from .io import read_image, read_label_image, refuse_existing_outputs, write_text_atomic
     from .metrics import rmse, ssim
 
+    if args.json:  # refused before any work: an input, an existing file, a missing folder
+        json_path = Path(args.json)
+        refuse_existing_outputs(json_path.parent, [json_path.name], force=args.force,
+                                protected=[p for p in (args.prediction, args.reference, args.mask) if p])
+        if not json_path.parent.is_dir():
+            raise PVCInputError(f"{json_path.parent}: no such folder for --json")
     prediction, prediction_geometry = read_image(args.prediction)
     reference, reference_geometry = read_image(args.reference)
-    if prediction.shape != reference.shape or not prediction_geometry.matches(reference_geometry):
-        raise PVCInputError(f"{args.prediction} and {args.reference} are on different grids "
-                            f"(shapes {prediction.shape} vs {reference.shape}); resample one onto the other")
+    difference = describe_grid_difference(prediction.shape, prediction_geometry, reference.shape, reference_geometry)
+    if difference and not args.resample:
+        raise PVCInputError(f"{args.prediction} and {args.reference} are on different grids ({difference}); "
+                            "pass --resample to resample the first onto the second (linear)")
+    if difference:
+        prediction = resample_to_native_grid(prediction, prediction_geometry, reference.shape, reference_geometry)
     mask = None
     if args.mask:
         labels, mask_geometry = read_label_image(args.mask)
-        if labels.shape != reference.shape or not mask_geometry.matches(reference_geometry):
-            raise PVCInputError(f"{args.mask} is not on the grid of {args.reference}")
+        mask_difference = describe_grid_difference(labels.shape, mask_geometry, reference.shape, reference_geometry)
+        if mask_difference:
+            raise PVCInputError(f"{args.mask} is not on the grid of {args.reference} ({mask_difference})")
         mask = labels > 0
-    scores = {"ssim": ssim(prediction, reference, mask), "rmse": rmse(prediction, reference, mask),
-              "voxels": int(np.count_nonzero(mask)) if mask is not None else int(reference.size)}
+    with np.errstate(all="ignore"), warnings.catch_warnings():  # a non-finite score is refused below
+        warnings.simplefilter("ignore", RuntimeWarning)
+        scores = {"ssim": ssim(prediction, reference, mask), "rmse": rmse(prediction, reference, mask),
+                  "voxels": int(np.count_nonzero(mask)) if mask is not None else int(reference.size)}
+    undefined = [f"{name.upper()} {scores[name]}" for name in ("ssim", "rmse") if not np.isfinite(scores[name])]
+    if undefined:
+        raise PVCInputError(f"{', '.join(undefined)}: the image's values lie too far outside the reference's "
+                            "range for float32 scoring; check the units of both images")
     print(f"SSIM {scores['ssim']:.4f}")
     print(f"RMSE {scores['rmse']:.6g}")
     if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(scores, handle, indent=2)
+        write_text_atomic(args.json, json.dumps(scores, indent=2, allow_nan=False) + "\n", force=args.force)
     return 0
 
 
@@ -69,17 +88,18 @@ EXAMPLE_SEED = 2021
 def _run_example(args) -> int:
     """Simulate the example PET, correct it like any file, and score it against the known truth."""
     from dataclasses import replace
-    from pathlib import Path
 
     from .grid import resample_to_native_grid
-    from .io import read_image, write_image
+    from .io import read_image, refuse_existing_outputs, write_image
     from .model import find_model_dir, load_model
-    from .pipeline import correct_file
+    from .pipeline import correct_file, output_names
     from .simulation import SimulationSettings, simulate_subject
 
-    model = load_model(find_model_dir(args.model), device=args.device)  # fail before writing anything
     output_dir = Path(args.output_dir)
     input_path = output_dir / "example_pet.nii.gz"
+    refuse_existing_outputs(output_dir, [input_path.name, "example_truth.nii.gz", "example_mg_target.nii.gz",
+                                         *output_names(input_path).values()], force=args.force)
+    model = load_model(find_model_dir(args.model), device=args.device)  # fail before writing anything
     print(f"simulating the example subject (seed {EXAMPLE_SEED}, amyloid positive) ...", flush=True)
     subject = simulate_subject(EXAMPLE_SEED, replace(SimulationSettings(), positive_fraction=1.0))
     # The PET as the founding study's inputs were: resliced to 1 mm 256^3 (the simulator's grid, which is
@@ -161,5 +181,10 @@ def register(subparsers) -> None:
     compare.add_argument("prediction", help="image to score")
     compare.add_argument("reference", help="reference image on the same grid")
     compare.add_argument("--mask", help="label image; voxels > 0 are scored")
-    compare.add_argument("--json", help="also write the scores to this JSON file")
+    compare.add_argument("--json", help="also write the scores to this JSON file (never an input; an existing "
+                                        "file only with --force)")
+    compare.add_argument("--resample", action="store_true",
+                         help="resample the image to score onto the reference's grid (linear) when the grids "
+                              "differ, instead of refusing")
+    compare.add_argument("--force", action="store_true", help="overwrite an existing --json file")
     compare.set_defaults(handler=_run_compare)

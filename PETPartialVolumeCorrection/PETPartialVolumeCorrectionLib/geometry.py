@@ -79,11 +79,44 @@ class Geometry:
         return cls(record["spacing"], record["origin"], np.asarray(record["direction"]))
 
 
+def _mm(values) -> str:
+    return "(" + ", ".join(f"{float(v):.4g}" for v in values) + ") mm"
+
+
 def check_spacing(spacing) -> None:
     """Raise :class:`PVCInputError` for zero, negative, non-finite or absurd voxel sizes (mm)."""
     values = np.asarray(spacing, dtype=float)
     if not np.all(np.isfinite(values)) or np.any(values < MIN_SPACING_MM) or np.any(values > MAX_SPACING_MM):
         raise PVCInputError(
-            f"voxel spacing {tuple(round(float(v), 4) for v in values)} mm is not plausible for PET "
+            f"voxel spacing {_mm(values)} is not plausible for PET "
             f"(each axis must lie in [{MIN_SPACING_MM}, {MAX_SPACING_MM}] mm); check the image header"
         )
+
+
+def check_geometry(geometry: Geometry, name: str = "input") -> None:
+    """Raise :class:`PVCInputError` for absurd spacing (:func:`check_spacing`), a non-finite origin or
+    non-finite/degenerate direction cosines."""
+    check_spacing(geometry.spacing)
+    if not np.all(np.isfinite(geometry.origin)):
+        raise PVCInputError(f"{name}: image origin {geometry.origin} is not finite; check the image header")
+    direction = geometry.direction
+    if not np.all(np.isfinite(direction)) or abs(np.linalg.det(direction)) < 1e-3:
+        raise PVCInputError(f"{name}: image direction cosines {direction.round(4).tolist()} are not finite or "
+                            "not independent; check the image header")
+
+
+def describe_grid_difference(shape_a, geometry_a: Geometry, shape_b, geometry_b: Geometry,
+                             tolerance_mm: float = 1e-3) -> str:
+    """What differs between two grids (shape ``[z, y, x]``, spacing, origin, direction), in words;
+    empty when they are the same grid."""
+    differences = []
+    if tuple(shape_a) != tuple(shape_b):
+        differences.append(f"shapes (z, y, x) {tuple(shape_a)} vs {tuple(shape_b)}")
+    if not np.allclose(geometry_a.spacing, geometry_b.spacing, atol=tolerance_mm):
+        differences.append(f"spacings {_mm(geometry_a.spacing)} vs {_mm(geometry_b.spacing)}")
+    if not np.allclose(geometry_a.origin, geometry_b.origin, atol=tolerance_mm):
+        differences.append(f"origins {_mm(geometry_a.origin)} vs {_mm(geometry_b.origin)}")
+    if not np.allclose(geometry_a.direction, geometry_b.direction, atol=1e-6 + tolerance_mm * 1e-3):
+        differences.append(f"directions {geometry_a.direction.round(4).tolist()} vs "
+                           f"{geometry_b.direction.round(4).tolist()}")
+    return "; ".join(differences)

@@ -39,24 +39,36 @@ def world_bounding_box(shape_zyx, geometry: Geometry) -> tuple[np.ndarray, np.nd
     return corners_world.min(axis=0), corners_world.max(axis=0)
 
 
-#: Share of the image's total (positive) activity that may lie outside the standard grid and be cut
-#: without asking: scanners' fields of view are often wider than 256 mm, with only air at the edges.
+#: Share of the image's activity that may lie outside the standard grid and be cut without asking:
+#: scanners' fields of view are often wider than 256 mm, with only air at the edges.
 MAX_CUT_ACTIVITY_FRACTION = 0.005
+#: A voxel counts as activity when above this fraction of the image's 99.9th percentile; below it is
+#: the noise of reconstructed air (a few % of the brain's uptake), which would otherwise add up, over
+#: the many voxels at the edges of a wide field of view, to more than the cut allowed.
+NOISE_FLOOR_FRACTION = 0.05
+
+
+def noise_floor(volume: np.ndarray) -> float:
+    """The level (the volume's units) below which a voxel is taken for noise: see :data:`NOISE_FLOOR_FRACTION`."""
+    return NOISE_FLOOR_FRACTION * max(float(np.percentile(volume, 99.9)), 0.0)
 
 
 def activity_outside_grid(volume: np.ndarray, geometry: Geometry, grid: Geometry,
                           size: int = STANDARD_SIZE) -> float:
-    """Fraction of ``volume``'s positive activity in voxels whose centres fall outside ``grid``."""
+    """Fraction of ``volume``'s activity above the noise floor (:func:`noise_floor`) in voxels whose
+    centres fall outside ``grid``."""
     to_grid_index = np.linalg.inv(grid.index_to_world()) @ geometry.index_to_world()
     j, i = np.meshgrid(np.arange(volume.shape[1]), np.arange(volume.shape[2]), indexing="ij")
-    positive = np.maximum(volume, 0.0)
-    outside_sum = 0.0
+    floor = noise_floor(volume)
+    outside_sum = total_sum = 0.0
     for k in range(volume.shape[0]):  # slice by slice: no full-volume coordinate arrays
+        activity = np.where(volume[k] > floor, volume[k], 0.0)
         ijk = np.stack([i, j, np.full_like(i, k), np.ones_like(i)]).reshape(4, -1)
         grid_index = (to_grid_index @ ijk)[:3]
         outside = np.any((grid_index < -0.5) | (grid_index > size - 0.5), axis=0).reshape(i.shape)
-        outside_sum += float(positive[k][outside].sum())
-    return outside_sum / max(float(positive.sum()), np.finfo(float).tiny)
+        outside_sum += float(activity[outside].sum())
+        total_sum += float(activity.sum())
+    return outside_sum / max(total_sum, np.finfo(float).tiny)
 
 
 def check_field_of_view(volume: np.ndarray, geometry: Geometry, size: int = STANDARD_SIZE,

@@ -29,6 +29,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Optional
@@ -442,7 +443,9 @@ def load_model(folder, device: str = "auto") -> PVCModel:
     with keras.device(device_name):
         keras_model = build_model(config)
         try:
-            keras_model.load_weights(str(weights_path))
+            with warnings.catch_warnings():  # a mismatch warns once per layer before it raises
+                warnings.simplefilter("ignore")
+                keras_model.load_weights(str(weights_path))
         except Exception as error:  # Keras/h5py raise many types; all mean the same to the user
             reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise PVCInputError(f"weights {weights_path} do not fit the architecture in the card "

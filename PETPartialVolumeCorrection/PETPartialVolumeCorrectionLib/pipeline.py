@@ -47,6 +47,15 @@ def _resolve_model(model, device: str):
     return load_model(find_model_dir(model), device=device)
 
 
+def _check_model_folder(model) -> None:
+    """Refuse a missing model folder, a folder without a readable card, or no shipped model at once,
+    before any work (the weights are checked when the model loads)."""
+    from .model import PVCModel, find_model_dir, read_model_card
+
+    if not isinstance(model, PVCModel):
+        read_model_card(find_model_dir(model))
+
+
 def correct_volume(volume: np.ndarray, geometry: Geometry, *, model=None, mode: str = "gaussian",
                    overlap: Optional[int] = None, batch_size: int = 1, output_grid: str = "standard",
                    crop_fov: bool = False, device: str = "auto",
@@ -69,17 +78,19 @@ def correct_volume(volume: np.ndarray, geometry: Geometry, *, model=None, mode: 
     if output_grid not in OUTPUT_GRIDS:
         raise PVCInputError(f"output grid must be one of {OUTPUT_GRIDS}, not {output_grid!r}")
     validate_pet_volume(volume, geometry)
+    _check_model_folder(model)
     timings = {}
     start = time.perf_counter()
-    pvc_model = _resolve_model(model, device)
-    timings["load_model_s"] = time.perf_counter() - start
-
+    # Everything that can refuse the input (field of view, a near-empty image) runs before the model loads.
     report(progress, 0.0, "resampling to the 1 mm 256^3 grid")
-    step = time.perf_counter()
     standard, standard_geometry = resample_to_standard_grid(volume, geometry, crop_fov=crop_fov)
     scaling = IntensityScaling.fit(standard)
-    timings["resample_s"] = time.perf_counter() - step
+    timings["resample_s"] = time.perf_counter() - start
     raise_if_cancelled(cancel)
+
+    step = time.perf_counter()
+    pvc_model = _resolve_model(model, device)
+    timings["load_model_s"] = time.perf_counter() - step
 
     step = time.perf_counter()
     window_options = {} if overlap is None else {"overlap": overlap}
@@ -140,7 +151,7 @@ def correct_file(input_path, output_dir, *, force: bool = False, **options) -> d
         write_staged_image(result.sharpened, result.geometry, staging, names["sharpened"])
         record = {"input": str(Path(input_path).resolve()), "outputs": names,
                   "timings": {"read_s": read_s, **result.timings}, "settings": result.settings}
-        (staging / names["settings"]).write_text(json.dumps(record, indent=2))
+        (staging / names["settings"]).write_text(json.dumps(record, indent=2, allow_nan=False))
     return {role: output_dir / name for role, name in names.items()}
 
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from ..errors import PVCInputError
 from ..geometry import Geometry
+from ..io import write_text_atomic
 from ..progress import raise_if_cancelled, report
 from .regions import region_names
 from .settings import SimulationSettings
@@ -252,8 +253,5 @@ def generate_dataset(out_dir, seeds: Iterable[int], settings: Optional[Simulatio
             pool.terminate()
             pool.join()
     manifest = {"settings": settings.to_dict(), "subjects": summaries}
-    temporary = os.path.join(out_dir, f".{MANIFEST_FILE}.tmp-{os.getpid()}")
-    with open(temporary, "w") as stream:
-        json.dump(manifest, stream, indent=1)
-    os.replace(temporary, os.path.join(out_dir, MANIFEST_FILE))
+    write_text_atomic(os.path.join(out_dir, MANIFEST_FILE), json.dumps(manifest, indent=1), force=True)
     return manifest

@@ -11,6 +11,7 @@ import os
 
 import numpy as np
 
+from ..io import atomic_file
 from .regions import is_brain, regional_suvr
 from .subject import SimulatedSubject
 
@@ -77,10 +78,9 @@ def simulated_subjects_figure(subjects: list[SimulatedSubject], path, dpi: int =
             f"(xy x z), {scanner['grid_name']}, {scanner['count_level']} counts",
             xy=(0.5, 1.18), xycoords="axes fraction", ha="center", fontsize=9, fontweight="bold")
     path = os.fspath(path)
-    temporary = os.path.join(os.path.dirname(os.path.abspath(path)), f".{os.path.basename(path)}.tmp.png")
-    figure.savefig(temporary, dpi=dpi, bbox_inches="tight")
+    with atomic_file(path, force=True) as temporary:
+        figure.savefig(temporary, dpi=dpi, bbox_inches="tight")
     plt.close(figure)
-    os.replace(temporary, path)
     return path
 
 

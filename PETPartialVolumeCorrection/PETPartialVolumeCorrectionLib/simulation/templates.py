@@ -32,6 +32,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..errors import PVCInputError
+from ..io import atomic_file
 from . import regions
 
 #: Thickness of the skull and the outer edge of the scalp, mm outside the intracranial space.
@@ -218,11 +219,9 @@ def save_template_cache(templates: AnatomyTemplates, path: str) -> None:
                           "1993-2009 Louis Collins, McConnell Brain Imaging Centre, Montreal "
                           "Neurological Institute, McGill University) and the FreeSurfer "
                           "cvs_avg35_inMNI152 aparc+aseg; see docs/simulation.md."}
-    folder = os.path.dirname(os.path.abspath(path))
-    temporary = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.tmp.npz")
-    np.savez_compressed(temporary, label_codes=templates.label_codes,
-                        metadata=np.array(json.dumps(metadata)), **templates.tissue)
-    os.replace(temporary, path)
+    with atomic_file(path, force=True) as temporary, open(temporary, "wb") as stream:
+        np.savez_compressed(stream, label_codes=templates.label_codes,
+                            metadata=np.array(json.dumps(metadata)), **templates.tissue)
 
 
 def _read_cache(path: str) -> AnatomyTemplates:

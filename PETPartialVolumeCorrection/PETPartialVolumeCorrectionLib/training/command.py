@@ -147,6 +147,9 @@ def _run_evaluate(args) -> int:
     from .evaluate import evaluate_on_simulated, file_stem, write_evaluation
 
     model_dir = find_model_dir(args.model)
+    if args.n < 1 or args.out_of_range_n < 0:
+        raise PVCInputError(f"--n must be at least 1 and --out-of-range-n at least 0 (got {args.n} and "
+                            f"{args.out_of_range_n}): a table needs subjects")
     load_model(model_dir, device=args.device)  # a bad model fails here, before any simulation
     output_dir = Path(args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -219,8 +222,9 @@ def register(subparsers) -> None:
     evaluate = subparsers.add_parser("evaluate", help="the study's table on held-out simulated subjects")
     evaluate.add_argument("-o", "--output-dir", required=True, help="folder for tables, JSON and figures")
     evaluate.add_argument("--model", help="model folder (default: the shipped model)")
-    evaluate.add_argument("--n", type=int, default=20, help="held-out test subjects")
-    evaluate.add_argument("--out-of-range-n", type=int, default=5, help="subjects outside the training ranges")
+    evaluate.add_argument("--n", type=int, default=20, help="held-out test subjects (default: 20)")
+    evaluate.add_argument("--out-of-range-n", type=int, default=5, help="subjects outside the training ranges, a second table "
+                                                                         "(default: 5; 0 for none)")
     evaluate.add_argument("--seed", type=int, default=0, help="base seed of the splits (as in training)")
     evaluate.add_argument("--mode", choices=("gaussian", "study"), default="gaussian")
     evaluate.add_argument("--processes", type=int, default=2, help="subjects evaluated in parallel")

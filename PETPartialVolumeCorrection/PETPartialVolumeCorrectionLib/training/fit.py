@@ -13,6 +13,7 @@ as the study's figure 5).
 from __future__ import annotations
 
 import csv
+import io
 import json
 import platform
 import time
@@ -23,6 +24,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from ..errors import PVCInputError
+from ..io import atomic_file, write_text_atomic
 from ..progress import CancelCheck, ProgressCallback, raise_if_cancelled, report
 from .data import NormalisedPair, patches_of_pair
 
@@ -136,11 +138,12 @@ def validation_loss(keras_model, sources: np.ndarray, targets: np.ndarray, batch
 
 
 def write_loss_log(history: TrainingHistory, path: Path) -> None:
-    with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["epoch", "train_mse", "val_mse", "seconds", "learning_rate"])
-        writer.writerows(zip(history.epochs, history.train_loss, history.val_loss, history.seconds,
-                             history.learning_rate))
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["epoch", "train_mse", "val_mse", "seconds", "learning_rate"])
+    writer.writerows(zip(history.epochs, history.train_loss, history.val_loss, history.seconds,
+                         history.learning_rate))
+    write_text_atomic(path, buffer.getvalue(), force=True)
 
 
 def plot_learning_curve(history: TrainingHistory, path: Path) -> None:
@@ -173,7 +176,8 @@ def plot_learning_curve(history: TrainingHistory, path: Path) -> None:
     axes.set_title("3D ResUNet learning curves")
     axes.legend()
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    with atomic_file(path, force=True) as temporary:
+        figure.savefig(temporary, dpi=120)
     plt.close(figure)
 
 
@@ -248,11 +252,11 @@ def fit(model_config, train_pairs: Sequence[NormalisedPair], val_pairs: Sequence
         history.val_loss.append(val_mse)
         history.seconds.append(time.perf_counter() - epoch_start)
         history.learning_rate.append(learning_rate)
-        if val_mse <= history.best_val_loss:
-            keras_model.save_weights(str(output_dir / BEST_WEIGHTS))
-        keras_model.save_weights(str(output_dir / LAST_WEIGHTS))
-        state_path.write_text(json.dumps({"history": history.to_dict(), "settings": settings.to_dict(),
-                                          "architecture": model_config.to_dict()}, indent=2))
+        for name in ((BEST_WEIGHTS, LAST_WEIGHTS) if val_mse <= history.best_val_loss else (LAST_WEIGHTS,)):
+            with atomic_file(output_dir / name, force=True) as temporary:
+                keras_model.save_weights(str(temporary))
+        write_text_atomic(state_path, json.dumps({"history": history.to_dict(), "settings": settings.to_dict(),
+                                                  "architecture": model_config.to_dict()}, indent=2), force=True)
         write_loss_log(history, output_dir / LOSS_LOG)
         report(progress, 1.0, f"epoch {epoch}: train {history.train_loss[-1]:.3g}, validation {val_mse:.3g}, "
                               f"learning rate {learning_rate:.3g}")
