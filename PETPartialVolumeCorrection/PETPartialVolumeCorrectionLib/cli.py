@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "PETPartialVolumeCorrectionLib.training.command",
     "PETPartialVolumeCorrectionLib.classical.command",
     "PETPartialVolumeCorrectionLib.simulation.command",
+    "PETPartialVolumeCorrectionLib.batch.command",
 )
 
 EXIT_BAD_INPUT = 2

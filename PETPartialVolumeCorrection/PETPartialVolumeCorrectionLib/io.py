@@ -12,6 +12,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
@@ -108,16 +109,22 @@ def validate_pet_volume(volume: np.ndarray, geometry: Geometry, name: str = "inp
                             "nothing to correct")
 
 
-def read_image(path) -> tuple[np.ndarray, Geometry]:
+def read_image(path, frame: Optional[int] = None) -> tuple[np.ndarray, Geometry]:
     """Read a 3D PET image: float32 array ``[z, y, x]`` in stored units, and its geometry.
 
-    A 4D file with a single frame is accepted as 3D. Raises :class:`PVCInputError` for a missing or
-    unreadable file, 2D or 4D images, vector voxels, NaN/Inf voxels, constant images and absurd spacing.
+    A 4D file with a single frame is accepted as 3D; ``frame`` (0-based) picks one frame of a 4D
+    file. Raises :class:`PVCInputError` for a missing or unreadable file, 2D or 4D images (without
+    ``frame``), vector voxels, NaN/Inf voxels, constant images and absurd spacing.
     """
     import SimpleITK as sitk
 
     path = Path(path)
     image = _read_sitk_image(path)
+    if frame is not None:
+        frames = image.GetSize()[3] if image.GetDimension() == 4 else 1
+        if not 0 <= frame < frames:
+            raise PVCInputError(f"{path}: frame {frame} asked, the image has {frames} frame(s) (0-based)")
+        image = image[:, :, :, frame] if image.GetDimension() == 4 else image
     _check_dimensions(image, path)
     if image.GetDimension() == 4:
         image = image[:, :, :, 0]
