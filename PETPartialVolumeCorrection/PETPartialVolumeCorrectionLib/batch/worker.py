@@ -129,13 +129,13 @@ def _correct_into(job: ScanJob, record: dict, log: ScanLog) -> None:
 
     scan, root = job.scan, Path(job.output_root)
     names = output_names(scan)
-    model, load_s = worker_model(job.model_dir, job.options["device"])
-    if load_s:
-        log.write(f"loaded the model {job.model_dir} in {load_s:.1f} s")
     start = time.perf_counter()
     volume, geometry = read_image(scan.path, frame=record["frame"])
     read_s = time.perf_counter() - start
     log.write(f"read {scan.path} {volume.shape} (z, y, x) in {read_s:.1f} s")
+    model, load_s = worker_model(job.model_dir, job.options["device"])
+    if load_s:
+        log.write(f"loaded the model {job.model_dir} in {load_s:.1f} s")
     with staged_outputs(root / scan.output_folder, [Path(n).name for n in names.values()], force=True,
                         protected=[scan.path]) as staging:
         result = correct_volume(volume, geometry, model=model, progress=log, cancel=_stop_requested, **job.options)
@@ -151,6 +151,8 @@ def _correct_into(job: ScanJob, record: dict, log: ScanLog) -> None:
 
 def correct_scan(job: ScanJob) -> dict:
     """Correct one scan into the derivatives folder; write its log and record; return the record."""
+    if _stop_requested():  # queued before the stop: do not start it
+        raise ProcessingCancelled("stopped before the scan started")
     scan = job.scan
     log = ScanLog()
     record = {**scan_columns(scan), "status": None, "error": None, "input_sha256": job.input_sha256,
