@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from conftest import blob_volume
+from conftest import blob_volume, save_identity_model
 from PETPartialVolumeCorrectionLib.batch.derivatives import RECORD_COLUMNS, table_columns, write_group_table
 from PETPartialVolumeCorrectionLib.batch.runner import EXIT_SCAN_FAILED
 from PETPartialVolumeCorrectionLib.batch.scans import find_scans
@@ -26,7 +26,6 @@ from PETPartialVolumeCorrectionLib.cli import main
 from PETPartialVolumeCorrectionLib.errors import PVCInputError
 from PETPartialVolumeCorrectionLib.geometry import Geometry
 from PETPartialVolumeCorrectionLib.io import read_image, to_sitk_image, write_image
-from PETPartialVolumeCorrectionLib.model import ModelConfig, build_model, save_model
 
 GEOMETRY = Geometry((4.0, 4.0, 4.0), (-78.0, -78.0, -62.0))
 SHAPE = (32, 40, 40)  # [z, y, x]: 160 x 160 x 128 mm
@@ -41,10 +40,7 @@ def pet(scale: float) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
-    config = ModelConfig(depth=1, base_filters=4, max_filters=8, norm_groups=2)
-    folder = tmp_path_factory.mktemp("models") / "tiny"
-    save_model(build_model(config), folder, {"name": "tiny-untrained-test-model", "architecture": config.to_dict()})
-    return folder
+    return save_identity_model(tmp_path_factory.mktemp("models") / "tiny")
 
 
 @pytest.fixture(scope="module")
@@ -85,6 +81,10 @@ def test_find_scans_in_a_bids_dataset_a_folder_and_a_list_file(bids, tmp_path):
     assert [(s.participant, s.session) for s in scans][:2] == [("01", None), ("02", "1")]
     assert [s.frames for s in scans] == [1, 1, None, 3]
     assert scans[0].metadata == {"TracerName": "PiB", "Units": "Bq/mL"}
+    frame, _ = read_image(scans[3].path, frame=2)
+    np.testing.assert_allclose(frame, pet(3.0), rtol=1e-6)
+    with pytest.raises(PVCInputError, match="frame 3 asked, the image has 3 frame"):
+        read_image(scans[3].path, frame=3)
     assert [s.scan_id for s in find_scans(bids, participant_labels=["01", "sub-02"])] == list(GOOD)
     assert [s.scan_id for s in find_scans(bids, session_labels=["ses-1"])] == [GOOD[1]]
     with pytest.raises(PVCInputError, match="no PET scan found"):

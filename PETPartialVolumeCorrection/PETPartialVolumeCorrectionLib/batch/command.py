@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+from ..commands import add_network_arguments
+
 LEVELS = ("participant", "group")
 
 
@@ -55,14 +57,7 @@ def register(subparsers) -> None:
                         help="threads of each local worker (default: the backend's choice)")
     parser.add_argument("--dask-scheduler", metavar="tcp://HOST:PORT",
                         help="run the scans on this Dask distributed cluster instead of local processes")
-    parser.add_argument("--model", help="model folder (default: the shipped model)")
-    parser.add_argument("--mode", choices=("gaussian", "study"), default="gaussian",
-                        help="gaussian: overlapping windows, Gaussian blending (default); "
-                             "study: the founding study's eight 128^3 tiles")
-    parser.add_argument("--overlap", type=int, help="window overlap in voxels (gaussian mode)")
-    parser.add_argument("--batch-size", type=int, default=1, help="windows per network call")
-    parser.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto",
-                        help="auto: GPU when present, else CPU")
+    add_network_arguments(parser)
     parser.add_argument("--native-grid", action="store_true",
                         help="write results on each input's own grid (default: the 1 mm 256^3 grid)")
     parser.add_argument("--crop-fov", action="store_true",

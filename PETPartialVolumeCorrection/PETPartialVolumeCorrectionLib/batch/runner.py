@@ -112,8 +112,11 @@ def run_participant_level(source, output_root, *, options: dict, model=None, fra
     from ..model import find_model_dir
     from .engines import run_dask, run_local
 
-    if workers < 1:
-        raise PVCInputError(f"--workers must be at least 1, not {workers}")
+    if workers < 1 or (threads_per_worker is not None and threads_per_worker < 1):
+        raise PVCInputError(f"--workers and --threads-per-worker must be at least 1, not "
+                            f"{workers} and {threads_per_worker}")
+    if frame is not None and frame < 0:
+        raise PVCInputError(f"--frame counts from 0; {frame} is not a frame")
     scans = find_scans(source, participant_labels, session_labels)
     model_dir = find_model_dir(model).resolve()
     card = verified_model_card(model_dir)
