@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Iterable, Optional
 
 from .. import __version__
+from ..errors import PVCInputError
 from ..io import write_text_atomic
 from .scans import Scan
 
@@ -41,6 +42,8 @@ RECORD_COLUMNS = {
     "frame": "frame of a 4D input that was corrected (0-based); n/a for 3D input",
     "tracer": "TracerName of the input's JSON sidecar",
     "units": "Units of the input's JSON sidecar (outputs keep the input's units)",
+    "input_shape_zyx": "voxels of the input along z, y, x",
+    "input_spacing_mm": "voxel size of the input along x, y, z, mm",
     "model_name": "name in the model card",
     "model_sha256": "SHA-256 of the model weights",
     "mode": "tiling: gaussian (blended overlapping windows) or study (eight 128^3 tiles)",
@@ -145,7 +148,10 @@ def write_record(output_root, scan: Scan, record: dict) -> None:
 def write_dataset_description(output_root, source, model_card: dict) -> Path:
     """Write (or refresh) the derivatives' ``dataset_description.json`` and ``.bidsignore``."""
     root = Path(output_root)
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise PVCInputError(f"{root}: cannot create the output folder ({error.strerror})") from None
     description = {
         "Name": "Partial volume corrected PET (pet-pvc)", "BIDSVersion": BIDS_VERSION,
         "DatasetType": "derivative",

@@ -8,6 +8,7 @@ other scans go on; a stop request (Ctrl-C in the parent) raises and leaves nothi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -136,7 +137,10 @@ def _correct_into(job: ScanJob, record: dict, log: ScanLog) -> None:
     model, load_s = worker_model(job.model_dir, job.options["device"])
     if load_s:
         log.write(f"loaded the model {job.model_dir} in {load_s:.1f} s")
-    with staged_outputs(root / scan.output_folder, [Path(n).name for n in names.values()], force=True,
+    folder = root / scan.output_folder
+    # Made here, not by staged_outputs: a failure then never removes a folder that other workers write in.
+    folder.mkdir(parents=True, exist_ok=True)
+    with staged_outputs(folder, [Path(n).name for n in names.values()], force=True,
                         protected=[scan.path]) as staging:
         result = correct_volume(volume, geometry, model=model, progress=log, cancel=_stop_requested, **job.options)
         for role in ("corrected", "sharpened"):
@@ -165,6 +169,8 @@ def correct_scan(job: ScanJob) -> dict:
     except ProcessingCancelled:
         raise
     except Exception as error:  # any failure of one scan is recorded; the others go on
+        with contextlib.suppress(OSError):
+            os.removedirs(Path(job.output_root) / scan.output_folder)  # only while empty
         record.update(status="failed", error=error_line(error), finished=utc_now())
         log.write(f"failed: {record['error']}")
         if not isinstance(error, PVCInputError):
