@@ -78,11 +78,17 @@ def limit_threads(threads: Optional[int]) -> None:
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
 
 
+def _stop_on_sigterm(signal_number, frame) -> None:
+    raise ProcessingCancelled("stopped by SIGTERM")  # unwinds the staging; the scan is recorded as lost
+
+
 def init_pool_worker(stop_event, threads: Optional[int]) -> None:
-    """Initializer of a local pool process: Ctrl-C is the parent's to handle; it sets ``stop_event``."""
+    """Initializer of a local pool process: Ctrl-C is the parent's to handle (it sets ``stop_event``);
+    SIGTERM (a batch system's) stops the running scan cleanly."""
     global _STOP_EVENT
     _STOP_EVENT = stop_event
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     limit_threads(threads)
 
 
