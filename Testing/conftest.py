@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from PETPartialVolumeCorrectionLib.geometry import Geometry
+from PETPartialVolumeCorrectionLib.model import ModelConfig, build_model, save_model
 
 
 def rotation_matrix(axis, angle_degrees) -> np.ndarray:
@@ -40,3 +41,11 @@ def centroid_world(volume: np.ndarray, geometry: Geometry, threshold: float) -> 
     matrix = geometry.index_to_world()
     world = ijk @ matrix[:3, :3].T + matrix[:3, 3]
     return (world * w[:, None]).sum(axis=0) / w.sum()
+
+
+def save_identity_model(folder, name: str = "tiny-untrained-test-model"):
+    """Save a tiny untrained ResUNet as a real model folder: its zero-initialised head makes it the
+    identity. Returns ``folder``."""
+    config = ModelConfig(depth=1, base_filters=4, max_filters=8, norm_groups=2)
+    save_model(build_model(config), folder, {"name": name, "architecture": config.to_dict()})
+    return folder

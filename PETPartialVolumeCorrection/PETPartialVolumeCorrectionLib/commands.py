@@ -135,6 +135,18 @@ def _print_example_scores(images: dict, subject) -> None:
     print(f"{'true activity':<69}{truth_suvr:>16.3f}\n")
 
 
+def add_network_arguments(parser) -> None:
+    """The network's options: --model, --mode, --overlap, --batch-size, --device."""
+    parser.add_argument("--model", help="model folder (default: the shipped model)")
+    parser.add_argument("--mode", choices=("gaussian", "study"), default="gaussian",
+                        help="gaussian: overlapping windows, Gaussian blending (default); "
+                             "study: the founding study's eight 128^3 tiles")
+    parser.add_argument("--overlap", type=int, help="window overlap in voxels (gaussian mode)")
+    parser.add_argument("--batch-size", type=int, default=1, help="windows per network call")
+    parser.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto",
+                        help="auto: GPU when present, else CPU")
+
+
 def _add_grid_arguments(parser) -> None:
     parser.add_argument("--native-grid", action="store_true",
                         help="write results on the input's own grid (default: the 1 mm 256^3 grid)")
@@ -150,14 +162,7 @@ def register(subparsers) -> None:
                     "corrected volume, the sharpen baseline and a JSON of timings and settings.")
     correct.add_argument("input", help="PET image: .nii/.nii.gz/.nrrd/.mha/.mhd file or DICOM series folder")
     correct.add_argument("-o", "--output-dir", required=True, help="folder for the results")
-    correct.add_argument("--model", help="model folder (default: the shipped model)")
-    correct.add_argument("--mode", choices=("gaussian", "study"), default="gaussian",
-                         help="gaussian: overlapping windows, Gaussian blending (default); "
-                              "study: the founding study's eight 128^3 tiles")
-    correct.add_argument("--overlap", type=int, help="window overlap in voxels (gaussian mode)")
-    correct.add_argument("--batch-size", type=int, default=1, help="windows per network call")
-    correct.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto",
-                         help="auto: GPU when present, else CPU")
+    add_network_arguments(correct)
     _add_grid_arguments(correct)
     add_progress_argument(correct)
     correct.set_defaults(handler=_run_correct)

@@ -29,6 +29,7 @@ import tempfile
 import threading
 import zlib
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
@@ -305,7 +306,7 @@ def _stored_non_finite(nifti, arrays) -> int:
     return sum(int(np.count_nonzero(~np.isfinite(array))) for array in arrays)
 
 
-#: numpy dtype kinds a PET volume may have: bool, unsigned/signed integer and real floating point.
+#: numpy dtype kinds a PET volume may have: unsigned/signed integer and real floating point (not bool).
 _REAL_KINDS = "uif"
 
 
@@ -329,17 +330,25 @@ def validate_pet_volume(volume: np.ndarray, geometry: Geometry, name: str = "inp
                             "nothing to correct")
 
 
-def read_image(path) -> tuple[np.ndarray, Geometry]:
+def read_image(path, frame: Optional[int] = None) -> tuple[np.ndarray, Geometry]:
     """Read a 3D PET image: float32 array ``[z, y, x]`` in stored units, and its geometry.
 
-    A 4D file with a single frame is accepted as 3D. Raises :class:`PVCInputError` for a missing,
-    unreadable, corrupt or truncated file, contradictory NIfTI headers, 2D or 4D images, vector or
-    complex voxels, NaN/Inf voxels, constant images and absurd spacing.
+    A 4D file with a single frame is accepted as 3D; ``frame`` (0-based) picks one frame of a 4D
+    file. Raises :class:`PVCInputError` for a missing, unreadable, corrupt or truncated file,
+    contradictory NIfTI headers, 2D or 4D images (4D without ``frame``), vector or complex voxels,
+    NaN/Inf voxels, constant images and absurd spacing.
     """
     import SimpleITK as sitk
 
     path = Path(path)
     image, nifti = _read_sitk_image(path)
+    if frame is not None:
+        frames = image.GetSize()[3] if image.GetDimension() == 4 else 1
+        if not 0 <= frame < frames:
+            raise PVCInputError(f"{path}: frame {frame} asked, the image has {frames} frame(s) (0-based)")
+        if image.GetDimension() == 4:
+            image = image[:, :, :, frame]
+            nifti = nifti.slicer[..., frame] if nifti is not None else None
     _check_dimensions(image, path)
     if image.GetDimension() == 4:
         image = image[:, :, :, 0]
