@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "PETPartialVolumeCorrectionLib.training.command",
     "PETPartialVolumeCorrectionLib.classical.command",
     "PETPartialVolumeCorrectionLib.simulation.command",
+    "PETPartialVolumeCorrectionLib.quantification.command",
 )
 
 EXIT_BAD_INPUT = 2

@@ -6,6 +6,8 @@ import json
 
 from .errors import PVCInputError
 from .progress import PROGRESS_STYLES, progress_reporter
+from .quantification.command import add_correct_arguments as add_quantify_arguments
+from .quantification.command import quantify_after_correction
 
 
 def add_progress_argument(parser) -> None:
@@ -23,6 +25,8 @@ def _run_correct(args) -> int:
         device=args.device, progress=progress_reporter(args.progress))
     for role, path in written.items():
         print(f"{role}: {path}")
+    if args.quantify:
+        quantify_after_correction(args, written)
     return 0
 
 
@@ -140,6 +144,7 @@ def register(subparsers) -> None:
                          help="auto: GPU when present, else CPU")
     _add_grid_arguments(correct)
     add_progress_argument(correct)
+    add_quantify_arguments(correct)
     correct.set_defaults(handler=_run_correct)
 
     sharpen = subparsers.add_parser("sharpen", help="the sharpen-filter baseline (blur + unsharp mask)")
