@@ -55,17 +55,10 @@ def quantify_file(input_path, output_dir, *, corrected_paths=None, force: bool =
 
 
 def print_summary(result) -> None:
-    """The global SUVR and Centiloid per image, and the normalisation's quality, on stdout."""
-    centiloid = result.centiloid
-    for name in result.images:
-        line = f"{name}: global cortical SUVR {result.global_suvr[name]:.3f}"
-        if centiloid[name] is not None:
-            line += f", Centiloid {centiloid[name]:.1f}"
-        print(line)
-    print(f"normalisation: correlation {result.normalisation.correlation:.3f}, "
-          f"template positive fraction {result.normalisation.positive_fraction:.2f}")
-    for note in result.notes:
-        print(f"note: {note}")
+    """The global SUVR and Centiloid per image, the normalisation's quality and the notes, on stdout."""
+    from .tables import summary_text
+
+    print(summary_text(result))
 
 
 def add_calibration_arguments(parser, tracer_help: str) -> None:

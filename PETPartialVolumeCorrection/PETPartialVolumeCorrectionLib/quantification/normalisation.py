@@ -46,7 +46,7 @@ MIN_REFERENCE_COVERAGE = 0.95
 METRIC_MASK_MARGIN_MM = 10.0
 #: Mattes mutual information settings.
 HISTOGRAM_BINS = 32
-SAMPLING_FRACTION = 0.2
+SAMPLING_FRACTION = 0.1
 SAMPLING_SEED = 11
 #: B-spline mesh (intervals per axis over the template grid, about 45 mm each).
 BSPLINE_MESH = (4, 4, 4)
@@ -141,14 +141,14 @@ def _affine_stages(fixed, moving, fixed_mask):
 
     similarity = sitk.CenteredTransformInitializer(fixed, moving, sitk.Similarity3DTransform(),
                                                    sitk.CenteredTransformInitializerFilter.MOMENTS)
-    method = _registration(fixed_mask, (4, 2), (4.0, 2.0), 100)
+    method = _registration(fixed_mask, (4, 2), (4.0, 2.0), 60)
     method.SetInitialTransform(similarity, inPlace=True)
     method.Execute(fixed, moving)
     affine = sitk.AffineTransform(3)
     affine.SetCenter(similarity.GetCenter())
     affine.SetMatrix(similarity.GetMatrix())
     affine.SetTranslation(similarity.GetTranslation())
-    return _refine_affine(fixed, moving, fixed_mask, affine, (2, 1), (2.0, 0.0), 100)
+    return _refine_affine(fixed, moving, fixed_mask, affine, (2,), (2.0,), 60)
 
 
 def _refine_affine(fixed, moving, fixed_mask, affine, shrink, smoothing_mm, iterations):
@@ -255,7 +255,7 @@ def normalise_pet(volume: np.ndarray, geometry: Geometry, template: AmyloidTempl
     moving_array, moving_geometry = sitk.GetArrayFromImage(moving), _geometry_of(moving)
     fitted, positive_fraction = _fit_mix(resample_to_template(moving_array, moving_geometry, affine), template)
     fixed = to_sitk_image(fitted, MNI_2MM_GEOMETRY)
-    affine = _refine_affine(fixed, moving, fixed_mask, affine, (1,), (0.0,), 50)
+    affine = _refine_affine(fixed, moving, fixed_mask, affine, (1,), (0.0,), 40)
     transform = affine
     if deformable:
         transform = _bspline_stage(fixed, moving, fixed_mask, affine)
