@@ -233,3 +233,25 @@ def test_slicer_table_and_bar_chart_nodes(module, quantified):
         assert series.GetYColumnName() == f"SUVR {image}" and series.GetLabelColumnName() == "Region"
     summary = tables.summary_text(quantified)
     assert f"input: global cortical SUVR {quantified.global_suvr['input']:.3f}" in summary and "Centiloid" in summary
+
+
+def test_correct_with_quantify_quantifies_the_written_correction(pet_file, tmp_path, monkeypatch):
+    """``correct --quantify`` quantifies the input and the correction ``correct`` wrote (the network
+    run is replaced by writing 1.2 x the input, so the expected numbers are known)."""
+    from PETPartialVolumeCorrectionLib import pipeline
+    from PETPartialVolumeCorrectionLib.io import read_image
+
+    def correct_file(input_path, output_dir, **options):
+        volume, geometry = read_image(input_path)
+        return {"corrected": write_image(1.2 * volume, geometry, os.path.join(output_dir, "scan_pvc.nii.gz"))}
+
+    monkeypatch.setattr(pipeline, "correct_file", correct_file)
+    out = tmp_path / "out"
+    assert cli.main(["correct", str(pet_file), "-o", str(out), "--progress", "none", "--quantify", "--tracer", "pib"]) == 0
+    record = json.loads((out / "scan_quantification.json").read_text())
+    assert record["images"] == ["input", "network"]
+    assert record["corrected_inputs"]["network"] == str((out / "scan_pvc.nii.gz").resolve())
+    cortex = next(r for r in record["regions"] if r["region"] == GLOBAL_CORTEX)
+    assert cortex["mean"]["network"] == pytest.approx(1.2 * cortex["mean"]["input"], rel=1e-4)
+    assert record["centiloid_equation"]["source"].startswith("Klunk")
+    assert (out / "scan_quantification_qc.png").is_file()

@@ -33,9 +33,10 @@ from ..io import to_sitk_image
 from .template import MNI_2MM_GEOMETRY, MNI_2MM_SHAPE, AmyloidTemplate
 
 #: Correlation with the fitted template (inside the brain) below which the normalisation is refused
-#: / kept with a warning. Simulated scans registered correctly score above 0.95 (docs/quantification.md).
+#: / kept with a warning. Simulated scans registered correctly score about 0.9 (docs/quantification.md);
+#: a smooth blob 0.3, noise 0.
 REFUSE_CORRELATION = 0.7
-WARN_CORRELATION = 0.9
+WARN_CORRELATION = 0.85
 #: Head size relative to the MNI brain (cube root of the affine's determinant): refused outside
 #: REFUSE_SCALE, a warning outside PLAUSIBLE_SCALE (adult heads are about 0.85-1.05 of the MNI brain).
 REFUSE_SCALE = (0.65, 1.5)
