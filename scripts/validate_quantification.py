@@ -15,6 +15,8 @@ exactly its affine + elastic one) the script
 
     python scripts/validate_quantification.py [--subjects 20] [--tracer florbetapir]
         [--templates CACHE.npz] [--no-network]
+
+Ctrl-C (SIGINT) stops it early and prints the summary of the subjects done.
 """
 
 from __future__ import annotations
@@ -82,46 +84,50 @@ def main() -> None:
     equation = TRACER_EQUATIONS[args.tracer]
     seeds = split_seeds(0, 0, args.subjects, args.seed).test
     images_order = ["input", "network", "mg"] if model else ["input", "mg"]
-    global_errors, cl_errors, regional_errors, refused, times = [], [], [], [], []
+    global_errors, cl_errors, regional_errors, refused, times, correlations = [], [], [], [], [], []
     suvr_table = {name: [] for name in images_order + ["truth"]}
     print(f"{'seed':>10} {'status':>8} {'corr':>5} {'mix':>4} {'SUVR est':>8} {'oracle':>7} {'err %':>6} "
           f"{'CL err':>6} {'reg med %':>9} {'net':>6} {'MG':>6} {'truth':>6} {'s':>5}", flush=True)
-    for seed in seeds:
-        subject = simulate_subject(seed, settings)
-        corrected = {"mg": (subject.mg_target, subject.geometry)}
-        if model is not None:
-            from PETPartialVolumeCorrectionLib.pipeline import correct_volume
-            result = correct_volume(subject.pet_1mm, subject.geometry, model=model)
-            corrected = {"network": (result.corrected, result.geometry), **corrected}
-        start = time.perf_counter()
-        try:
-            quantified = quantify_volume(subject.pet_1mm, subject.geometry, corrected, tracer=args.tracer)
-        except PVCInputError as error:
-            refused.append((seed, str(error)))
-            print(f"{seed:>10} refused: {error}", flush=True)
-            continue
-        times.append(time.perf_counter() - start)
-        masks = oracle_regions(subject, settings, anatomy)
-        oracle = oracle_suvr(subject.pet_1mm, masks)
-        estimate = quantified.global_suvr["input"]
-        global_error = 100 * (estimate - oracle[GLOBAL_CORTEX]) / oracle[GLOBAL_CORTEX]
-        cl_error = equation(estimate) - equation(oracle[GLOBAL_CORTEX])
-        groups = [row.region for row in quantified.rows if row.kind == "cortical group"]
-        regional = [abs(100 * (quantified.row(g).suvr["input"] - oracle[g]) / oracle[g]) for g in groups]
-        global_errors.append(global_error)
-        cl_errors.append(cl_error)
-        regional_errors.extend(regional)
-        truth = oracle_suvr(subject.truth, masks)[GLOBAL_CORTEX]
-        for name in images_order:
-            suvr_table[name].append(quantified.global_suvr[name])
-        suvr_table["truth"].append(truth)
-        print(f"{seed:>10} {subject.status:>8} {quantified.normalisation.correlation:5.3f} "
-              f"{quantified.normalisation.positive_fraction:4.2f} {estimate:8.3f} {oracle[GLOBAL_CORTEX]:7.3f} "
-              f"{global_error:+6.2f} {cl_error:+6.1f} {np.median(regional):9.2f} "
-              f"{quantified.global_suvr.get('network', float('nan')):6.3f} {quantified.global_suvr['mg']:6.3f} "
-              f"{truth:6.3f} {times[-1]:5.1f}", flush=True)
+    try:
+        for seed in seeds:
+            subject = simulate_subject(seed, settings)
+            corrected = {"mg": (subject.mg_target, subject.geometry)}
+            if model is not None:
+                from PETPartialVolumeCorrectionLib.pipeline import correct_volume
+                result = correct_volume(subject.pet_1mm, subject.geometry, model=model)
+                corrected = {"network": (result.corrected, result.geometry), **corrected}
+            start = time.perf_counter()
+            try:
+                quantified = quantify_volume(subject.pet_1mm, subject.geometry, corrected, tracer=args.tracer)
+            except PVCInputError as error:
+                refused.append((seed, str(error)))
+                print(f"{seed:>10} refused: {error}", flush=True)
+                continue
+            times.append(time.perf_counter() - start)
+            correlations.append(quantified.normalisation.correlation)
+            masks = oracle_regions(subject, settings, anatomy)
+            oracle = oracle_suvr(subject.pet_1mm, masks)
+            estimate = quantified.global_suvr["input"]
+            global_error = 100 * (estimate - oracle[GLOBAL_CORTEX]) / oracle[GLOBAL_CORTEX]
+            cl_error = equation(estimate) - equation(oracle[GLOBAL_CORTEX])
+            groups = [row.region for row in quantified.rows if row.kind == "cortical group"]
+            regional = [abs(100 * (quantified.row(g).suvr["input"] - oracle[g]) / oracle[g]) for g in groups]
+            global_errors.append(global_error)
+            cl_errors.append(cl_error)
+            regional_errors.extend(regional)
+            truth = oracle_suvr(subject.truth, masks)[GLOBAL_CORTEX]
+            for name in images_order:
+                suvr_table[name].append(quantified.global_suvr[name])
+            suvr_table["truth"].append(truth)
+            print(f"{seed:>10} {subject.status:>8} {quantified.normalisation.correlation:5.3f} "
+                  f"{quantified.normalisation.positive_fraction:4.2f} {estimate:8.3f} {oracle[GLOBAL_CORTEX]:7.3f} "
+                  f"{global_error:+6.2f} {cl_error:+6.1f} {np.median(regional):9.2f} "
+                  f"{quantified.global_suvr.get('network', float('nan')):6.3f} {quantified.global_suvr['mg']:6.3f} "
+                  f"{truth:6.3f} {times[-1]:5.1f}", flush=True)
+    except KeyboardInterrupt:  # stopped early (SIGINT): summarise the subjects done
+        print("\nstopped early")
     done = len(global_errors)
-    print(f"\nsubjects: {len(seeds)}, quantified: {done}, refused: {len(refused)}")
+    print(f"\nsubjects asked: {len(seeds)}, quantified: {done}, refused: {len(refused)}")
     if not done:
         return
     print(f"global cortical SUVR error vs oracle: median |error| {np.median(np.abs(global_errors)):.2f} %, "
@@ -136,6 +142,9 @@ def main() -> None:
         print(f"global cortical SUVR, {name:>7} (PET-only normalisation) vs truth (true activity, oracle regions): "
               f"median error {np.median(100 * (values - truth) / truth):+.2f} %, "
               f"median |error| {np.median(np.abs(100 * (values - truth) / truth)):.2f} %")
+    print(f"registration quality (correlation with the fitted template): min {np.min(correlations):.3f}, "
+          f"median {np.median(correlations):.3f}, max {np.max(correlations):.3f}; warnings "
+          f"{sum(c < 0.85 for c in correlations)}")
     print(f"quantify_volume time: median {np.median(times):.1f} s per subject")
 
 

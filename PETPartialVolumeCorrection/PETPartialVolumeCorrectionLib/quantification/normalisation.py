@@ -51,6 +51,7 @@ SAMPLING_FRACTION = 0.1
 SAMPLING_SEED = 11
 #: B-spline mesh (intervals per axis over the template grid, about 45 mm each).
 BSPLINE_MESH = (4, 4, 4)
+BSPLINE_ITERATIONS = 20
 
 
 @dataclass
@@ -160,19 +161,12 @@ def _refine_affine(fixed, moving, fixed_mask, affine, shrink, smoothing_mm, iter
 
 
 def _bspline_stage(fixed, moving, fixed_mask, affine):
+    """A cubic B-spline on top of ``affine``, at 4 mm (one level): a CompositeTransform."""
     import SimpleITK as sitk
 
     bspline = sitk.BSplineTransformInitializer(fixed, list(BSPLINE_MESH))
-    method = sitk.ImageRegistrationMethod()
-    method.SetMetricAsMattesMutualInformation(HISTOGRAM_BINS)
-    method.SetMetricSamplingStrategy(method.RANDOM)
-    method.SetMetricSamplingPercentage(SAMPLING_FRACTION, SAMPLING_SEED)
-    method.SetMetricFixedMask(fixed_mask)
-    method.SetInterpolator(sitk.sitkLinear)
-    method.SetShrinkFactorsPerLevel([2, 1])
-    method.SetSmoothingSigmasPerLevel([2.0, 0.0])
-    method.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
-    method.SetOptimizerAsLBFGSB(gradientConvergenceTolerance=1e-5, numberOfIterations=30)
+    method = _registration(fixed_mask, (2,), (2.0,), BSPLINE_ITERATIONS)
+    method.SetOptimizerAsLBFGSB(gradientConvergenceTolerance=1e-5, numberOfIterations=BSPLINE_ITERATIONS)
     method.SetMovingInitialTransform(affine)
     method.SetInitialTransform(bspline, inPlace=True)
     method.Execute(fixed, moving)
