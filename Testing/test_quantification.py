@@ -7,6 +7,7 @@ import importlib.util
 import json
 import os
 import pickle
+import time
 
 import numpy as np
 import pytest
@@ -17,7 +18,7 @@ from conftest import rotation_matrix
 from PETPartialVolumeCorrectionLib import cli
 from PETPartialVolumeCorrectionLib.errors import PVCInputError
 from PETPartialVolumeCorrectionLib.geometry import Geometry
-from PETPartialVolumeCorrectionLib.io import to_sitk_image, write_image
+from PETPartialVolumeCorrectionLib.io import read_image, to_sitk_image, write_image
 from PETPartialVolumeCorrectionLib.quantification import TRACER_EQUATIONS, centiloid_equation, quantify_volume
 from PETPartialVolumeCorrectionLib.quantification import tables
 from PETPartialVolumeCorrectionLib.quantification.readouts import regional_means, suvr_table
@@ -239,7 +240,6 @@ def test_correct_with_quantify_quantifies_the_written_correction(pet_file, tmp_p
     """``correct --quantify`` quantifies the input and the correction ``correct`` wrote (the network
     run is replaced by writing 1.2 x the input, so the expected numbers are known)."""
     from PETPartialVolumeCorrectionLib import pipeline
-    from PETPartialVolumeCorrectionLib.io import read_image
 
     def correct_file(input_path, output_dir, **options):
         volume, geometry = read_image(input_path)
@@ -255,3 +255,36 @@ def test_correct_with_quantify_quantifies_the_written_correction(pet_file, tmp_p
     assert cortex["mean"]["network"] == pytest.approx(1.2 * cortex["mean"]["input"], rel=1e-4)
     assert record["centiloid_equation"]["source"].startswith("Klunk")
     assert (out / "scan_quantification_qc.png").is_file()
+
+
+def test_panel_quantifies_after_apply_and_shows_table_chart_and_numbers(pet_file, monkeypatch, tmp_path):
+    """The panel: a classical run (Van Cittert, PSF only) on the templated PET with *quantify* ticked
+    fills the table and the chart, shows the chart, and writes the global SUVR and Centiloid."""
+    from slicer_test_doubles import MessagesDouble, install_application
+
+    module = import_module_file(monkeypatch)
+    messages = MessagesDouble()
+    install_application(monkeypatch, messages, tmp_path)
+    panel = module.PETPartialVolumeCorrectionWidget()
+    panel.setup()
+    logic = module.PETPartialVolumeCorrectionLogic()
+    pet = logic.addVolumeNode(slicer.mrmlScene, *read_image(pet_file), "scan")
+    ui = panel.ui
+    ui.inputVolumeSelector.userSets(pet)
+    ui.methodComboBox.userSets("Van Cittert (PSF only)")
+    ui.quantifyCheckBox.userSets(True)
+    ui.tracerComboBox.userSets("flutemetamol")
+    ui.applyButton.click()
+    deadline = time.monotonic() + 120
+    while panel._job is not None:
+        assert time.monotonic() < deadline, "the background run did not end"
+        panel._pollTimer.fire()
+        time.sleep(0.05)
+    panel.cleanup()
+    assert messages.errors == []
+    table = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLTableNode")
+    chart = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLPlotChartNode")
+    assert table.GetTable().GetColumnByName("SUVR vc") is not None
+    assert slicer.modules.plots.shown_chart_ids == [chart.GetID()]
+    assert "input: global cortical SUVR" in ui.quantificationLabel.text
+    assert "vc: global cortical SUVR" in ui.quantificationLabel.text and "Centiloid" in ui.quantificationLabel.text
