@@ -43,7 +43,8 @@ ICBM_1MM_ORIGIN_RAS = np.array([-98.0, -134.0, -72.0])
 
 
 def oracle_regions(subject, settings, anatomy) -> dict:
-    """The MNI regions pushed into the subject's grid through the simulator's known map: name -> mask."""
+    """The MNI regions pushed into the subject's grid through the simulator's known map: name -> weights
+    (0-1, the masks interpolated linearly)."""
     coordinates = affine_elastic_coordinates(anatomy, subject.record["anatomy"], settings.grid_size,
                                              settings.grid_spacing_mm, random_stream(subject.seed, "elastic"))
     # template index (z, y, x), 1 mm, padded below -> MNI RAS -> index on the MNI 2 mm grid
@@ -54,15 +55,16 @@ def oracle_regions(subject, settings, anatomy) -> dict:
     inverse = np.linalg.inv(MNI_2MM_GEOMETRY.index_to_world())
     ijk = np.tensordot(inverse[:3, :3], lps, axes=1) + inverse[:3, 3][:, None, None, None]
     points = np.stack([ijk[2], ijk[1], ijk[0]])
-    masks = {}
-    for name, mask in load_regions().report_regions().items():
-        masks[name] = ndimage.map_coordinates(mask.astype(np.uint8), points, order=0, mode="constant").astype(bool)
-    return masks
+    return {name: ndimage.map_coordinates(mask.astype(np.float32), points, order=1, mode="constant")
+            for name, mask in load_regions().report_regions().items()}
 
 
-def oracle_suvr(image: np.ndarray, masks: dict, reference: str = "whole_cerebellum") -> dict:
-    reference_mean = image[masks[reference]].mean(dtype=np.float64)
-    return {name: float(image[mask].mean(dtype=np.float64) / reference_mean) for name, mask in masks.items()}
+def oracle_suvr(image: np.ndarray, weights: dict, reference: str = "whole_cerebellum") -> dict:
+    """SUVR per region: means of ``image`` weighted by the pushed regions (linear interpolation of the
+    masks: voxels on a region's edge count by the fraction of the region there)."""
+    means = {name: float(np.sum(image * w, dtype=np.float64) / np.sum(w, dtype=np.float64))
+             for name, w in weights.items()}
+    return {name: mean / means[reference] for name, mean in means.items()}
 
 
 def main() -> None:
