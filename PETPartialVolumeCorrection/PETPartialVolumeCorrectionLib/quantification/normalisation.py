@@ -4,11 +4,12 @@ SimpleITK, Mattes mutual information inside the template's dilated brain mask, m
 1. the PET is smoothed and resampled to voxels of at least 2 mm (the template's), values scaled by
    their 99th percentile; the start aligns the centres of mass (image moments);
 2. a similarity transform (rotation, one scale, translation) at 8 and 4 mm, then a full affine at
-   4 and 2 mm, against the mean of the negative and positive templates;
+   4 mm, against the mean of the negative and positive templates;
 3. the adaptive template (the idea of CapAIBL, Bourgeat et al. 2018, NeuroImage 183:73): the PET,
    resampled into MNI space, is fitted as a x negative + b x positive inside the brain (non-negative
-   least squares), and the affine is refined against that mix;
-4. optionally a smooth deformable stage: a cubic B-spline (control points about 45 mm apart), LBFGSB.
+   least squares), and the affine is refined at 2 mm against that mix;
+4. optionally a smooth deformable stage: a cubic B-spline (control points about 45 mm apart) at 4 mm,
+   LBFGSB.
 
 The quality figure is the correlation (Pearson, inside the brain mask) of the normalised PET with
 the fitted template. Also checked: the affine's scale (cube root of its determinant, the head's
@@ -138,7 +139,7 @@ def _registration(fixed_mask, shrink, smoothing_mm, iterations: int):
 
 
 def _affine_stages(fixed, moving, fixed_mask):
-    """Similarity (8, 4 mm), then affine (4, 2 mm): an AffineTransform, template -> PET."""
+    """Similarity (8, 4 mm), then affine (4 mm): an AffineTransform, template -> PET."""
     import SimpleITK as sitk
 
     similarity = sitk.CenteredTransformInitializer(fixed, moving, sitk.Similarity3DTransform(),
@@ -173,14 +174,14 @@ def _bspline_stage(fixed, moving, fixed_mask, affine):
     return sitk.CompositeTransform([affine, bspline])
 
 
-def resample_to_template(volume: np.ndarray, geometry: Geometry, transform, default: float = 0.0) -> np.ndarray:
+def resample_to_template(volume: np.ndarray, geometry: Geometry, transform) -> np.ndarray:
     """``volume`` (on ``geometry``) resampled (linear) onto the MNI 2 mm grid through ``transform``
-    (template -> PET points): float32 ``[z, y, x]``, ``default`` outside the PET's field of view."""
+    (template -> PET points): float32 ``[z, y, x]``, 0 outside the PET's field of view."""
     import SimpleITK as sitk
 
     reference = to_sitk_image(np.zeros(MNI_2MM_SHAPE, np.float32), MNI_2MM_GEOMETRY)
     moved = sitk.Resample(to_sitk_image(volume.astype(np.float32, copy=False), geometry), reference, transform,
-                          sitk.sitkLinear, float(default), sitk.sitkFloat32)
+                          sitk.sitkLinear, 0.0, sitk.sitkFloat32)
     return sitk.GetArrayFromImage(moved)
 
 
