@@ -29,6 +29,8 @@ from slicer.util import VTKObservationMixin
 from PETPartialVolumeCorrectionLib import slicer_support as support
 from PETPartialVolumeCorrectionLib.errors import PVCInputError
 from PETPartialVolumeCorrectionLib.progress import ProcessingCancelled
+from PETPartialVolumeCorrectionLib.quantification import TRACERS
+from PETPartialVolumeCorrectionLib.quantification import tables as quantificationTables
 
 MODULE_TITLE = "PET Partial Volume Correction"
 
@@ -108,6 +110,7 @@ class PETPartialVolumeCorrectionParameterNode:
     psfFwhmX/Y/Z - PSF full width at half maximum in mm along the image axes (classical methods).
     device, tilingMode, overlap, nativeGrid, cropFieldOfView, modelFolder, kerasBackend - deep learning.
     overlayOnInput - show the outputs over the input (input as background).
+    quantify, tracer - after Apply, regional SUVR and Centiloid of input and correction (table, chart).
     """
 
     inputVolume: vtkMRMLScalarVolumeNode
@@ -126,6 +129,8 @@ class PETPartialVolumeCorrectionParameterNode:
     modelFolder: str = ""
     kerasBackend: Annotated[str, Choice(list(support.KERAS_BACKENDS))] = "tensorflow"
     overlayOnInput: bool = False
+    quantify: bool = False
+    tracer: Annotated[str, Choice(list(TRACERS))] = "florbetapir"
 
 
 #
@@ -292,6 +297,8 @@ class PETPartialVolumeCorrectionWidget(ScriptedLoadableModuleWidget, VTKObservat
             names = ", ".join(node.GetName() for node in (corrected, sharpened) if node is not None)
             self.ui.statusLabel.text = "\n".join([f"Done: {names}"] + [f"Warning: {w}" for w in job.warnings])
             self.ui.progressBar.value = 100
+            if self._parameterNode.quantify:
+                self.showQuantification(corrected)
         except ProcessingCancelled:
             self.ui.statusLabel.text = "Cancelled"
         except PVCInputError as error:
@@ -301,6 +308,20 @@ class PETPartialVolumeCorrectionWidget(ScriptedLoadableModuleWidget, VTKObservat
             self._showError(f"The correction failed: {error}")
         finally:
             self._setRunning(False)
+
+    def showQuantification(self, correctedVolumeNode):
+        """Quantify input and correction (in this process); fill the table, the chart and the panel."""
+        parameters = self._parameterNode
+        method = support.METHOD_LABELS[parameters.method]
+        try:
+            result = self.logic.quantify(parameters.inputVolume, correctedVolumeNode, tracer=parameters.tracer,
+                                         correctionName="network" if method == support.DEEP_LEARNING else method)
+        except PVCInputError as error:
+            self.ui.quantificationLabel.text = f"Not quantified: {error}"
+            return
+        _, chartNode = self.logic.showQuantification(result)
+        self.ui.quantificationLabel.text = quantificationTables.summary_text(result)
+        slicer.modules.plots.logic().ShowChartInLayout(chartNode)
 
     def onProgress(self, fraction: float, message: str):
         self.ui.progressBar.value = int(round(100 * fraction))
@@ -549,6 +570,46 @@ class PETPartialVolumeCorrectionLogic(ScriptedLoadableModuleLogic):
                 raise RuntimeError("PythonSlicer was not found on the PATH of this Slicer")
             return pythonSlicer
         return sys.executable
+
+    def quantify(self, inputVolumeNode, correctedVolumeNode=None, *, tracer: Optional[str] = None,
+                 correctionName: str = "network", **options):
+        """Regional SUVR and Centiloid of the input and its correction, from the PET alone (in this
+        process, seconds); ``options`` are those of the library's ``quantify_volume``."""
+        from PETPartialVolumeCorrectionLib.quantification import quantify_volume
+
+        volume, geometry = self.arrayAndGeometryFromVolumeNode(inputVolumeNode)
+        corrected = {}
+        if correctedVolumeNode is not None:
+            corrected[correctionName] = self.arrayAndGeometryFromVolumeNode(correctedVolumeNode)
+        return quantify_volume(volume, geometry, corrected, tracer=tracer, **options)
+
+    #: Bar colours of the chart's series (RGB 0-1): the input grey, the corrections orange, blue.
+    SERIES_COLORS = ((0.55, 0.55, 0.55), (0.95, 0.55, 0.1), (0.2, 0.45, 0.8))
+
+    def showQuantification(self, result, scene=None, name: str = "Amyloid SUVR"):
+        """A table node (regions x SUVR per image and differences) and a bar chart of regional SUVR
+        per image (plot series on that table); returns ``(tableNode, chartNode)``."""
+        scene = scene or slicer.mrmlScene
+        tableNode = scene.AddNewNodeByClass("vtkMRMLTableNode", scene.GenerateUniqueName(name))
+        for columnName, values in quantificationTables.table_columns(result):
+            column = vtk.vtkStringArray() if isinstance(values[0], str) else vtk.vtkDoubleArray()
+            column.SetName(columnName)
+            for value in values:
+                column.InsertNextValue(value)
+            tableNode.AddColumn(column)
+        chartNode = scene.AddNewNodeByClass("vtkMRMLPlotChartNode", scene.GenerateUniqueName(f"{name} chart"))
+        chartNode.SetTitle("Regional SUVR (PET-only normalisation)")
+        chartNode.SetXAxisTitle("Region")
+        chartNode.SetYAxisTitle(f"SUVR (reference: {result.reference.replace('_', ' ')})")
+        for index, (seriesName, columnName) in enumerate(quantificationTables.chart_series(result).items()):
+            seriesNode = scene.AddNewNodeByClass("vtkMRMLPlotSeriesNode", scene.GenerateUniqueName(seriesName))
+            seriesNode.SetAndObserveTableNodeID(tableNode.GetID())
+            seriesNode.SetPlotType(slicer.vtkMRMLPlotSeriesNode.PlotTypeBar)
+            seriesNode.SetLabelColumnName(quantificationTables.REGION_COLUMN)
+            seriesNode.SetYColumnName(columnName)
+            seriesNode.SetColor(*self.SERIES_COLORS[index % len(self.SERIES_COLORS)])
+            chartNode.AddAndObservePlotSeriesNodeID(seriesNode.GetID())
+        return tableNode, chartNode
 
     def storeOutputs(self, outputs: support.CorrectionOutputs, inputVolumeNode, correctedVolumeNode,
                      sharpenVolumeNode, options, labelNode=None, showResult: bool = True, overlay: bool = False):

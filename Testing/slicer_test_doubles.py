@@ -695,6 +695,19 @@ class SlicerApplicationDouble:
         pass
 
 
+class PlotsModuleDouble:
+    """``slicer.modules.plots``: its logic records the charts the module asks to show in the layout."""
+
+    def __init__(self):
+        self.shown_chart_ids = []
+
+    def logic(self):
+        return self
+
+    def ShowChartInLayout(self, chartNode):
+        self.shown_chart_ids.append(chartNode.GetID())
+
+
 class MessagesDouble:
     """Records the messages the module shows; answers confirmations with ``confirm``."""
 
@@ -742,4 +755,5 @@ def install_application(monkeypatch, messages: MessagesDouble, bin_folder: Path,
     monkeypatch.setattr(slicer.util, "errorDisplay", messages.errorDisplay)
     monkeypatch.setattr(slicer.util, "confirmOkCancelDisplay", messages.confirmOkCancelDisplay)
     monkeypatch.setattr(slicer.util, "mainWindow", application.mainWindow)
+    monkeypatch.setattr(slicer, "modules", types.SimpleNamespace(plots=PlotsModuleDouble()), raising=False)
     return application

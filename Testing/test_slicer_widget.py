@@ -32,6 +32,7 @@ WIDGETS_USED_BY_CODE = {
     "sharpenVolumeSelector": "qMRMLNodeComboBox",
     "overlapSpinBox": "QSpinBox",
     "progressBar": "QProgressBar",
+    "quantificationLabel": "QLabel",
 }
 
 

@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "PETPartialVolumeCorrectionLib.training.command",
     "PETPartialVolumeCorrectionLib.classical.command",
     "PETPartialVolumeCorrectionLib.simulation.command",
+    "PETPartialVolumeCorrectionLib.quantification.command",
     "PETPartialVolumeCorrectionLib.batch.command",
 )
 

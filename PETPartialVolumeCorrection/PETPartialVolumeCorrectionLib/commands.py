@@ -8,6 +8,8 @@ from pathlib import Path
 
 from .errors import PVCInputError
 from .progress import PROGRESS_STYLES, progress_reporter
+from .quantification.command import add_correct_arguments as add_quantify_arguments
+from .quantification.command import quantify_after_correction
 
 
 def add_progress_argument(parser) -> None:
@@ -25,6 +27,8 @@ def _run_correct(args) -> int:
         device=args.device, progress=progress_reporter(args.progress))
     for role, path in written.items():
         print(f"{role}: {path}")
+    if args.quantify:
+        quantify_after_correction(args, written)
     return 0
 
 
@@ -165,6 +169,7 @@ def register(subparsers) -> None:
     add_network_arguments(correct)
     _add_grid_arguments(correct)
     add_progress_argument(correct)
+    add_quantify_arguments(correct)
     correct.set_defaults(handler=_run_correct)
 
     sharpen = subparsers.add_parser("sharpen", help="the sharpen-filter baseline (blur + unsharp mask)")
