@@ -65,6 +65,7 @@ def correct_volume(volume: np.ndarray, geometry: Geometry, *, model=None, mode: 
         device: "auto" (GPU when present), "cpu" or "gpu".
     """
     from .inference import sliding_window_inference
+    from .model import card_normalisation
 
     if output_grid not in OUTPUT_GRIDS:
         raise PVCInputError(f"output grid must be one of {OUTPUT_GRIDS}, not {output_grid!r}")
@@ -77,7 +78,7 @@ def correct_volume(volume: np.ndarray, geometry: Geometry, *, model=None, mode: 
     report(progress, 0.0, "resampling to the 1 mm 256^3 grid")
     step = time.perf_counter()
     standard, standard_geometry = resample_to_standard_grid(volume, geometry, crop_fov=crop_fov)
-    scaling = IntensityScaling.fit(standard)
+    scaling = IntensityScaling.fit(standard, method=card_normalisation(pvc_model.card))
     timings["resample_s"] = time.perf_counter() - step
     raise_if_cancelled(cancel)
 

@@ -84,6 +84,10 @@ def _run_train(args) -> int:
         raise PVCInputError("give either --train-data/--val-data folders or --simulate-train/--simulate-val")
     config = ModelConfig(depth=args.depth, base_filters=args.base_filters, max_filters=args.max_filters,
                          blocks_per_level=args.blocks_per_level, normalization=args.normalization)
+    if args.warm_start:
+        from ..model import read_model_card
+
+        read_model_card(args.warm_start)  # a missing or damaged folder fails here, before any simulation
     settings = TrainingSettings(patch_size=args.patch_size, grid_patches=not args.no_grid_patches,
                                 random_patches=args.random_patches, batch_size=args.batch_size,
                                 learning_rate=args.learning_rate, lr_reduce_patience=args.lr_reduce_patience,
@@ -113,7 +117,7 @@ def _run_train(args) -> int:
                 "scanner_voxel_mm_range": list(simulation.voxel_range_mm), "code_version": _code_version()}
     data.update(train_subjects=len(train_pairs), validation_subjects=len(val_pairs))
     history = fit(config, train_pairs, val_pairs, settings, output_dir, resume=args.resume,
-                  progress=progress_reporter(args.progress))
+                  warm_start_dir=args.warm_start, progress=progress_reporter(args.progress))
 
     from ..model import build_model
 
@@ -121,15 +125,14 @@ def _run_train(args) -> int:
     keras_model.load_weights(str(output_dir / BEST_WEIGHTS))
     card = {
         "name": args.name, "architecture": config.to_dict(), "description": "3D ResUNet for partial volume correction of brain amyloid PET, "
-        "trained as the founding study (1 mm 256^3 grid, min-max + 99th-percentile crop, patches, MSE, Adam)",
-        "normalisation": "min-max to [0, 1] then crop at the 99th percentile of the input; target scaled "
-                         "with the input's parameters minus the input's crop excess (intensity.py)",
+        "trained as the founding study (1 mm 256^3 grid, patches, MSE, Adam) with a brain-based crop "
+        "(intensity_normalisation) and a trilinear output head",
         "training_target": {"mg": "Mueller-Gaertner (WM/CSF values from GTM, GM threshold 0.5) inside grey "
                                   "matter, the input PET elsewhere (the founding study's SPM output)",
                             "rbv": "region-based voxel-wise correction (RBV)"}[args.target],
         "data": data, "training": {**settings.to_dict(), "epochs_run": len(history.epochs),
                                    "best_epoch": history.best_epoch, "best_val_mse": history.best_val_loss,
-                                   "input_val_mse": history.initial_val_loss,
+                                   "input_val_mse": history.initial_val_loss, "warm_start": history.warm_start,
                                    "final_train_mse": history.train_loss[-1],
                                    "final_learning_rate": history.learning_rate[-1],
                                    "training_time_s": history.training_seconds,
@@ -211,6 +214,8 @@ def register(subparsers) -> None:
     train.add_argument("--max-minutes", type=float, help="stop after this much training time")
     train.add_argument("--no-grid-patches", action="store_true",
                        help="only random head-centred patches (default adds the study's eight 128^3 tiles)")
+    train.add_argument("--warm-start", help="model folder whose layers of the same name and shape start "
+                                            "the network (e.g. the shipped model)")
     train.add_argument("--resume", action="store_true", help="continue the run in the output folder")
     train.add_argument("--force", action="store_true", help="start over in a non-empty output folder")
     train.add_argument("--progress", choices=("bar", "lines", "none"), default="bar")
