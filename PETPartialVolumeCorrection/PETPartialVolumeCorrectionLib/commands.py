@@ -23,7 +23,16 @@ def _run_correct(args) -> int:
         device=args.device, progress=progress_reporter(args.progress))
     for role, path in written.items():
         print(f"{role}: {path}")
+    print_warnings(written["settings"])
     return 0
+
+
+def print_warnings(record_path) -> None:
+    """Print on stderr, one line each, the warnings recorded in a correction's JSON record."""
+    import sys
+
+    for warning in json.loads(open(record_path).read()).get("warnings", []):
+        print(f"warning: {warning}", file=sys.stderr)
 
 
 def _run_sharpen(args) -> int:

@@ -18,6 +18,7 @@ back plus the input's crop excess. Training targets are normalised with the inpu
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Optional
 
 import numpy as np
 
@@ -114,6 +115,7 @@ class IntensityScaling:
         method: one of :data:`METHODS`.
         brain_voxels: voxels in the PET-found brain mask ("brain_percentile"; 0 for "global_minmax").
         brain_converged: whether the brain mask search converged ("brain_percentile").
+        brain_slices: first and last ``z`` index of the brain mask ("brain_percentile"; None else).
     """
 
     offset: float
@@ -122,6 +124,7 @@ class IntensityScaling:
     method: str = "brain_percentile"
     brain_voxels: int = 0
     brain_converged: bool = True
+    brain_slices: Optional[tuple[int, int]] = None
 
     @classmethod
     def fit(cls, volume: np.ndarray, method: str = "brain_percentile") -> "IntensityScaling":
@@ -144,8 +147,9 @@ class IntensityScaling:
         if not crop_value > 0.0:
             raise PVCInputError("no brain found in the PET: no bright connected region with positive "
                                 "activity (is this a brain PET in activity units?)")
+        slices = np.flatnonzero(brain.mask.any(axis=(1, 2)))
         return cls(0.0, crop_value / NETWORK_CROP_LEVEL, NETWORK_CROP_LEVEL, method, int(inside.size),
-                   brain.converged)
+                   brain.converged, (int(slices[0]), int(slices[-1])))
 
     @property
     def crop_value(self) -> float:
