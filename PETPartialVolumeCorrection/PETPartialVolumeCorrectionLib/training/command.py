@@ -155,6 +155,8 @@ def _run_evaluate(args) -> int:
     output_dir.mkdir(parents=True, exist_ok=True)
     summaries = {}
     _, _, test_seeds = split_seeds(0, 0, args.n, args.seed)
+    if args.robustness:
+        return _run_robustness(model_dir, test_seeds, output_dir, args)
     sets = [("Held-out test set", test_seeds, None)]
     if args.out_of_range_n:
         extra_seeds = out_of_range_seeds(args.out_of_range_n, args.seed)
@@ -169,6 +171,17 @@ def _run_evaluate(args) -> int:
     if args.record_in_card:
         record_metrics_in_card(model_dir, summaries, args)
     return 0
+
+
+def _run_robustness(model_dir, seeds, output_dir: Path, args) -> int:
+    """``evaluate --robustness``: one line per invariance property; exit status 1 when one fails."""
+    from .robustness import check_simulated, format_line
+
+    result = check_simulated(model_dir, seeds, device=args.device, progress=progress_reporter(args.progress))
+    (output_dir / "robustness.json").write_text(json.dumps(result, indent=2))
+    for line in result["summary"]:
+        print(format_line(line))
+    return 1 if any(line["holds"] is False for line in result["summary"]) else 0
 
 
 def record_metrics_in_card(model_dir, summaries: dict, args) -> None:
@@ -231,6 +244,8 @@ def register(subparsers) -> None:
     evaluate.add_argument("--processes", type=int, default=2, help="subjects evaluated in parallel")
     evaluate.add_argument("--record-in-card", action="store_true",
                           help="also write the summary into the model card's metrics")
+    evaluate.add_argument("--robustness", action="store_true",
+                          help="instead: the invariance checks (training/robustness.py) on the first --n held-out subjects")
     evaluate.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
     evaluate.add_argument("--progress", choices=("bar", "lines", "none"), default="bar")
     evaluate.set_defaults(handler=_run_evaluate)
