@@ -12,18 +12,10 @@ from ..progress import progress_reporter
 TARGETS = ("mg", "rbv")
 
 
-def _simulated_pair(subject, target: str):
-    from .data import TrainingPair
-
-    reference = subject.mg_target if target == "mg" else subject.rbv_target
-    return TrainingPair(subject.record.get("name", f"seed{subject.record['seed']}"), subject.pet_1mm,
-                        reference, subject.brain_mask)
-
-
 def load_pairs(folder, target: str):
     """Normalised pairs from a folder of subject folders: the simulator's, or a user's real pairs
     (``input.<ext>`` + ``target.<ext>``)."""
-    from .data import PAIR_INPUT_STEM, normalise_pair, pairs_from_folder
+    from .data import PAIR_INPUT_STEM, normalise_pair, pair_from_simulated_subject, pairs_from_folder
 
     folder = Path(folder)
     if not folder.is_dir():
@@ -32,17 +24,17 @@ def load_pairs(folder, target: str):
     if subject_folders and not any(subject_folders[0].glob(f"{PAIR_INPUT_STEM}.*")):
         from ..simulation import read_subject
 
-        return [normalise_pair(_simulated_pair(read_subject(p), target)) for p in subject_folders]
+        return [normalise_pair(pair_from_simulated_subject(read_subject(p), target)) for p in subject_folders]
     return [normalise_pair(pair) for pair in pairs_from_folder(folder)]
 
 
 def _simulate_normalised_pair(job):
     """Worker: simulate one subject and return only its normalised pair (small to send back)."""
     from ..simulation import simulate_subject
-    from .data import normalise_pair
+    from .data import normalise_pair, pair_from_simulated_subject
 
     seed, target, settings = job
-    return normalise_pair(_simulated_pair(simulate_subject(seed, settings), target))
+    return normalise_pair(pair_from_simulated_subject(simulate_subject(seed, settings), target))
 
 
 def simulate_pairs(seeds, target: str, processes: int, progress=None, settings=None):
