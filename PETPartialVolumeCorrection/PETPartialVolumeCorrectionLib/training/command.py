@@ -29,26 +29,35 @@ def load_pairs(folder, target: str):
 
 
 def _simulate_normalised_pair(job):
-    """Worker: simulate one subject and return only its normalised pair (small to send back)."""
+    """Worker: simulate one subject; return only its normalised pair (small to send back) and the
+    statistics of its scanner-grid PET (:func:`..input_checks.input_statistics`)."""
+    from ..input_checks import input_statistics
+    from ..intensity import IntensityScaling
     from ..simulation import simulate_subject
     from .data import normalise_pair, pair_from_simulated_subject
 
     seed, target, settings = job
-    return normalise_pair(pair_from_simulated_subject(simulate_subject(seed, settings), target))
+    subject = simulate_subject(seed, settings)
+    pair = pair_from_simulated_subject(subject, target)
+    statistics = input_statistics(subject.pet_scanner, subject.scanner_geometry, pair.source,
+                                  IntensityScaling.fit(pair.source))
+    return normalise_pair(pair), statistics
 
 
 def simulate_pairs(seeds, target: str, processes: int, progress=None, settings=None):
-    """Normalised pairs of freshly simulated subjects (in memory, ``processes`` in parallel)."""
+    """Normalised pairs of freshly simulated subjects (in memory, ``processes`` in parallel) and the
+    statistics of their inputs."""
     from concurrent.futures import ProcessPoolExecutor
 
     from ..progress import report
 
-    pairs = []
+    pairs, statistics = [], []
     with ProcessPoolExecutor(max_workers=processes) as pool:
-        for pair in pool.map(_simulate_normalised_pair, [(seed, target, settings) for seed in seeds]):
+        for pair, entry in pool.map(_simulate_normalised_pair, [(seed, target, settings) for seed in seeds]):
             pairs.append(pair)
+            statistics.append(entry)
             report(progress, len(pairs) / len(seeds), f"simulated {len(pairs)}/{len(seeds)} subjects")
-    return pairs
+    return pairs, statistics
 
 
 def _code_version() -> str:
@@ -91,6 +100,7 @@ def _run_train(args) -> int:
         if not args.val_data:
             raise PVCInputError("--train-data needs --val-data (a separate folder of validation subjects)")
         train_pairs, val_pairs = load_pairs(args.train_data, args.target), load_pairs(args.val_data, args.target)
+        ranges = None  # folders hold no scanner-grid inputs to measure
         data = {"source": "folders", "train": str(args.train_data), "validation": str(args.val_data),
                 "train_names": [pair.name for pair in train_pairs],
                 "validation_names": [pair.name for pair in val_pairs], "code_version": _code_version()}
@@ -99,10 +109,13 @@ def _run_train(args) -> int:
 
         train_seeds, val_seeds, _ = split_seeds(args.simulate_train, args.simulate_val, 0, args.seed)
         simulation = SimulationSettings(templates_path=args.templates)
-        train_pairs = simulate_pairs(train_seeds, args.target, args.processes, progress_reporter(args.progress),
-                                     simulation)
-        val_pairs = simulate_pairs(val_seeds, args.target, args.processes, progress_reporter(args.progress),
-                                   simulation)
+        from ..input_checks import training_ranges
+
+        train_pairs, train_statistics = simulate_pairs(train_seeds, args.target, args.processes,
+                                                       progress_reporter(args.progress), simulation)
+        val_pairs, _ = simulate_pairs(val_seeds, args.target, args.processes, progress_reporter(args.progress),
+                                      simulation)
+        ranges = training_ranges(train_statistics)
         data = {"source": "simulator (in memory), default SimulationSettings", "split_base_seed": args.seed,
                 "train_seeds": list(train_seeds), "validation_seeds": list(val_seeds),
                 "psf_fwhm_mm_range": list(simulation.psf_fwhm_mm),
@@ -122,7 +135,7 @@ def _run_train(args) -> int:
         "training_target": {"mg": "Mueller-Gaertner (WM/CSF values from GTM, GM threshold 0.5) inside grey "
                                   "matter, the input PET elsewhere (the founding study's SPM output)",
                             "rbv": "region-based voxel-wise correction (RBV)"}[args.target],
-        "data": data, "training": {**settings.to_dict(), "epochs_run": len(history.epochs),
+        "data": data, "training_ranges": ranges, "training": {**settings.to_dict(), "epochs_run": len(history.epochs),
                                    "best_epoch": history.best_epoch, "best_val_mse": history.best_val_loss,
                                    "input_val_mse": history.initial_val_loss, "warm_start": history.warm_start,
                                    "final_train_mse": history.train_loss[-1],
