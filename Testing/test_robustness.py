@@ -86,3 +86,19 @@ def test_the_network_path_is_scale_equivariant_and_blind_to_a_distant_hot_spot(c
     assert figures["a_scale"] < 1e-3
     assert figures["b_hot_spot_brain"] < 0.005 and figures["c_neck"] < 0.01
     assert abs(figures["suvr_network"] / figures["suvr_input"] - 1.0) > 1e-3  # the network does change the image
+
+
+def test_training_ranges_and_the_out_of_distribution_lines():
+    from PETPartialVolumeCorrectionLib.input_checks import out_of_distribution_warnings, training_ranges
+
+    seen = [{"voxel_size_mm": 2.0, "crop_level": 0.7, "brain_volume_ml": None},
+            {"voxel_size_mm": 2.5, "crop_level": 0.8, "brain_volume_ml": 1100.0}]
+    ranges = training_ranges(seen)
+    assert ranges == {"voxel_size_mm": [2.0, 2.5], "crop_level": [0.7, 0.8], "brain_volume_ml": [1100.0, 1100.0]}
+    inside = {"voxel_size_mm": 2.7, "crop_level": 0.64, "brain_volume_ml": 1200.0, "brain_found": True,
+              "brain_cut": False}  # within the 10 % margins
+    assert out_of_distribution_warnings(inside, ranges) == []
+    outside = {**inside, "crop_level": 0.5, "brain_found": False, "brain_cut": True}
+    lines = out_of_distribution_warnings(outside, ranges)
+    assert len(lines) == 3 and "crop level" in lines[2] and "0.50 lies outside the training range 0.70 to 0.80" in lines[2]
+    assert "no clear brain" in lines[0] and "top or bottom of the field of view" in lines[1]
