@@ -178,3 +178,25 @@ def test_output_folder_equal_to_input_folder_never_overwrites_the_input(tmp_path
     assert run("correct", local, "-o", tmp_path, "--model", untrained_model_dir, "--progress", "none") == 0
     assert sha256(local) == before
     assert (tmp_path / "pet_pvc.nii.gz").exists()
+
+
+
+def test_inputs_outside_the_training_ranges_are_warned_about_and_still_corrected(tmp_path, pet_file, capsys,
+                                                                                 untrained_model_dir):
+    config = ModelConfig(depth=1, base_filters=4, max_filters=8, norm_groups=2)
+    folder = tmp_path / "model"
+    ranges = {"voxel_size_mm": [1.0, 1.5], "axial_fov_mm": [150.0, 200.0], "crop_level": [0.3, 0.9],
+              "lowest_over_crop": [-0.01, 0.0], "brain_volume_ml": [1.0, 1e5]}
+    save_model(build_model(config), folder, {"name": "tiny", "architecture": config.to_dict(),
+                                             "training_ranges": ranges})
+    out = tmp_path / "out"
+    assert run("correct", pet_file, "-o", out, "--model", folder, "--progress", "none") == 0
+    record = json.loads((out / "pet_pvc.json").read_text())
+    assert record["warnings"] == ["largest voxel side (mm) 2.50 lies outside the training range 1.00 to 1.50"]
+    assert f"warning: {record['warnings'][0]}" in capsys.readouterr().err
+    assert record["settings"]["input_statistics"]["voxel_size_mm"] == 2.5
+    assert (out / "pet_pvc.nii.gz").is_file()
+    assert run("correct", pet_file, "-o", tmp_path / "out2", "--model", untrained_model_dir,
+               "--progress", "none") == 0
+    warnings = json.loads((tmp_path / "out2" / "pet_pvc.json").read_text())["warnings"]
+    assert any("records no training ranges" in warning for warning in warnings)

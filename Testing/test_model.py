@@ -13,7 +13,7 @@ from PETPartialVolumeCorrectionLib import model as model_module
 from PETPartialVolumeCorrectionLib.errors import PVCInputError
 from PETPartialVolumeCorrectionLib.model import (MODEL_CARD_NAME, WEIGHTS_FILE_NAME, ModelConfig,
                                                  build_model, default_model_dir, file_sha256,
-                                                 find_model_dir, load_model, save_model)
+                                                 find_model_dir, load_model, save_model, warm_start)
 
 TINY = ModelConfig(depth=2, base_filters=4, max_filters=8, blocks_per_level=1, space_to_depth=2,
                    norm_groups=2)
@@ -88,12 +88,65 @@ def test_group_norm_layer_matches_keras_group_normalization():
 
 
 def test_space_to_depth_is_lossless_and_inverted_by_depth_to_space():
-    _, space_to_depth, depth_to_space = model_module._custom_layers()
+    _, space_to_depth, depth_to_space, _ = model_module._custom_layers()
     x = np.arange(2 * 4 * 6 * 8, dtype=np.float32).reshape(2, 4, 6, 8, 1)
     folded = np.asarray(space_to_depth(2)(x))
     assert folded.shape == (2, 2, 3, 4, 8)
     np.testing.assert_array_equal(folded[0, 0, 0, 0], x[0, :2, :2, :2, 0].ravel())
     np.testing.assert_array_equal(np.asarray(depth_to_space(2)(folded)), x)
+
+
+def test_linear_upsampling_interpolates_between_voxel_centres_and_has_no_nyquist_response():
+    upsample = model_module._custom_layers()[3]()
+    ramp = np.arange(4, dtype=np.float32)
+    field = (ramp[:, None, None] + 10 * ramp[None, :, None] + 100 * ramp[None, None, :])[None, ..., None]
+    upsampled = np.asarray(upsample(field))[0, ..., 0]
+    assert upsampled.shape == (8, 8, 8)
+    centres = np.clip((np.arange(8) - 0.5) / 2, 0, 3)  # fine voxel centres in coarse voxel units, clamped
+    expected = centres[:, None, None] + 10 * centres[None, :, None] + 100 * centres[None, None, :]
+    np.testing.assert_allclose(upsampled, expected, atol=1e-4)
+    noise = np.random.default_rng(3).standard_normal((1, 8, 8, 8, 2)).astype(np.float32)
+    noise[:, :, :, -1] = noise[:, :, :, 0]  # with clamped edges the coefficient is (first - last) / 2
+    fine = np.asarray(upsample(noise))[0, ..., 0]
+    alternating = (-1.0) ** np.arange(16)
+    assert np.abs(np.tensordot(fine, alternating, axes=([2], [0]))).max() < 1e-4
+    assert np.abs(fine).max() > 0.5
+
+
+def test_trilinear_head_warm_started_from_depth_to_space_weights_gives_the_block_averaged_correction(tmp_path):
+    old_config = ModelConfig(depth=2, base_filters=4, max_filters=8, output_head="depth_to_space",
+                             normalization="none")
+    old = build_model(old_config)
+    randomise_head(old)
+    save_model(old, tmp_path / "old", tiny_card(config=old_config))
+    new = build_model(ModelConfig(depth=2, base_filters=4, max_filters=8, normalization="none"))
+    copied = warm_start(new, tmp_path / "old")
+    assert "head" in copied and "stem" in copied
+    assert not {"head_mix", "refine_conv1", "refine_conv2"} & set(copied)
+    windows = np.random.default_rng(4).random((1, 16, 16, 16, 1), dtype=np.float32)
+    old_correction = old.predict_on_batch(windows)[0, ..., 0] - windows[0, ..., 0]
+    block_mean = old_correction.reshape(8, 2, 8, 2, 8, 2).mean(axis=(1, 3, 5))[None, ..., None]
+    expected = np.asarray(model_module._custom_layers()[3]()(block_mean))[0, ..., 0]
+    np.testing.assert_allclose(new.predict_on_batch(windows)[0, ..., 0] - windows[0, ..., 0], expected, atol=1e-5)
+
+
+def test_format_1_cards_load_with_the_depth_to_space_head_and_newer_formats_are_refused(saved_tiny_model, tmp_path):
+    folder, _ = saved_tiny_model
+    old_config = ModelConfig(**{**TINY.to_dict(), "output_head": "depth_to_space"})
+    keras_model = build_model(old_config)
+    randomise_head(keras_model)
+    save_model(keras_model, tmp_path / "v1", tiny_card(config=old_config))
+    card_path = tmp_path / "v1" / MODEL_CARD_NAME
+    card = json.loads(card_path.read_text())
+    del card["architecture"]["output_head"], card["intensity_normalisation"]
+    card_path.write_text(json.dumps({**card, "format_version": 1}))
+    loaded = load_model(tmp_path / "v1", device="cpu")
+    assert loaded.config == old_config
+    assert model_module.card_normalisation(loaded.card) == "global_minmax"
+    assert model_module.card_normalisation(load_model(folder, device="cpu").card) == "brain_percentile"
+    card_path.write_text(json.dumps({**card, "format_version": model_module.CARD_FORMAT_VERSION + 1}))
+    with pytest.raises(PVCInputError, match="format version"):
+        load_model(tmp_path / "v1", device="cpu")
 
 
 def test_saved_model_loads_through_the_real_loader_and_predicts_like_the_original(saved_tiny_model):

@@ -17,6 +17,7 @@ from PETPartialVolumeCorrectionLib.classical import gtm
 from PETPartialVolumeCorrectionLib.classical.psf import FWHM_PER_SIGMA, gaussian_blur
 from PETPartialVolumeCorrectionLib.cli import main
 from PETPartialVolumeCorrectionLib.errors import PVCInputError
+from PETPartialVolumeCorrectionLib.grid import resample_to_standard_grid
 from PETPartialVolumeCorrectionLib.simulation import (
     UNUSUAL_GRIDS, SimulationSettings, cortical_region_groups, mg_target, out_of_range_seeds, read_subject,
     rebuild_subject, reference_region_ids, regional_means, regional_suvr, simulate_subject, split_seeds,
@@ -109,8 +110,8 @@ def test_blur_of_a_point_matches_the_requested_fwhm_per_axis(fwhm, spacing, matr
     truth = np.zeros((size,) * 3, dtype=np.float32)
     truth[size // 2 + 1, size // 2 - 2, size // 2 + 3] = 1000.0
     scanner = {"psf_fwhm_mm": list(fwhm), "matrix": list(matrix), "spacing_mm": list(spacing),
-               "fov_shift_mm": [0.37, -0.61, 0.23], "relative_noise": 0.0}
-    grid = scanner_geometry(scanner, output, truth > 0)
+               "relative_noise": 0.0}
+    grid = scanner_geometry(scanner, output, truth.shape)
     on_scanner = scan(truth, output, grid, scanner, 1.0, None)
     on_output = resample(on_scanner, grid, output, truth.shape)
     for image, image_spacing in ((on_scanner, spacing), (on_output, (1.0, 1.0, 1.0))):
@@ -126,9 +127,13 @@ def test_noise_free_subjects_give_back_their_true_regional_means_through_gtm(tem
                                   templates_path=template_cache)
     for seed in (31, 32):
         subject = simulate_subject(seed, settings)
+        # The network input is the scanner PET through correct's resampling, on the targets' grid.
+        standard, standard_geometry = resample_to_standard_grid(subject.pet_scanner, subject.scanner_geometry,
+                                                                crop_fov=True)
+        assert standard_geometry == subject.geometry and np.array_equal(standard, subject.pet_1mm)
         labels = subject.labels_in_field_of_view()
         region_ids = np.unique(labels).tolist()
-        result = gtm(subject.pet_1mm, labels=labels, region_ids=region_ids, fwhm_mm=subject.psf_fwhm_mm,
+        result = gtm(subject.pet_1mm, labels=labels, region_ids=region_ids, fwhm_mm=subject.input_fwhm_mm,
                      spacing_mm=subject.spacing_mm)
         true = regional_means(subject.truth, labels)
         reference = subject.record["uptake"]["global_scale"]
@@ -171,7 +176,7 @@ def test_mg_target_is_mg_inside_grey_matter_and_the_pet_elsewhere(small):
     assert np.array_equal(subject.mg_target[~grey], subject.pet_1mm[~grey])
     assert np.mean(np.abs(subject.mg_target[grey] - subject.pet_1mm[grey])) > 0.05 * subject.pet_1mm[grey].mean()
     again = mg_target(subject.pet_1mm, subject.gm * in_view, subject.wm * in_view, subject.csf * in_view,
-                      subject.psf_fwhm_mm, subject.spacing_mm)
+                      subject.input_fwhm_mm, subject.spacing_mm)
     assert np.array_equal(again, subject.mg_target)
     # PVC raises the cortex of a positive subject above the blurred PET's (spill-out to CSF).
     assert regional_suvr(subject.mg_target, subject.labels)["composite"] > \
@@ -274,7 +279,7 @@ def test_true_activity_is_blurred_by_the_pet_psf_in_a_whole_subject(small):
     """Noise-free, on the scanner grid and back: the PET equals the truth blurred with the
     recorded PSF (inside the field of view, away from its edges)."""
     subject = simulate_subject(71, dataclasses.replace(small, noise=False, targets=False))
-    blurred = gaussian_blur(subject.truth, subject.psf_fwhm_mm, subject.spacing_mm)
+    blurred = gaussian_blur(subject.truth, subject.input_fwhm_mm, subject.spacing_mm)
     inside = subject.brain_mask & subject.field_of_view
     error = np.abs(subject.pet_1mm[inside] - blurred[inside]).max() / blurred[inside].max()
     assert error < 0.02

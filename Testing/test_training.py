@@ -137,3 +137,27 @@ def test_train_command_on_a_folder_of_real_pairs_writes_a_verified_model(tmp_pat
     # A second run into the same folder is refused unless resumed or forced.
     assert main(["train", "-o", str(run), "--train-data", str(tmp_path / "train"), "--val-data",
                  str(tmp_path / "val"), "--progress", "none"]) == 2
+
+
+def test_a_warm_started_run_starts_from_the_given_model(tmp_path):
+    rng = np.random.default_rng(6)
+    geometry = Geometry((2.0, 2.0, 2.0))
+    for split, count in (("train", 1), ("val", 1)):
+        pair = blurred_pair(f"{split}0", rng, size=48)
+        folder = tmp_path / split / "subject0"
+        folder.mkdir(parents=True)
+        write_image(pair.source, geometry, folder / "input.nii.gz")
+        write_image(pair.target, geometry, folder / "target.nii.gz")
+    common = ["--train-data", str(tmp_path / "train"), "--val-data", str(tmp_path / "val"), "--depth", "1",
+              "--base-filters", "4", "--max-filters", "8", "--patch-size", "32", "--no-grid-patches",
+              "--random-patches", "2", "--max-epochs", "2", "--learning-rate", "3e-3", "--progress", "none"]
+    assert main(["train", "-o", str(tmp_path / "first"), *common]) == 0
+    assert main(["train", "-o", str(tmp_path / "second"), "--warm-start", str(tmp_path / "first" / "model"),
+                 *common]) == 0
+    first = json.loads((tmp_path / "first" / "model" / "model_card.json").read_text())["training"]
+    second = json.loads((tmp_path / "second" / "model" / "model_card.json").read_text())["training"]
+    assert first["warm_start"] is None and second["warm_start"]["layers_new"] == []
+    assert "head" in second["warm_start"]["layers_copied"]
+    # The same validation patches: before training, the warm-started network is the first run's best.
+    assert second["warm_start"]["val_loss_before_training"] == pytest.approx(first["best_val_mse"], rel=1e-5)
+    assert second["input_val_mse"] == pytest.approx(first["input_val_mse"], rel=1e-6)

@@ -53,10 +53,10 @@ def main() -> None:
         in_view = subject.field_of_view
         start = time.perf_counter()
         mg_target(subject.pet_1mm, subject.gm * in_view, subject.wm * in_view, subject.csf * in_view,
-                  subject.psf_fwhm_mm, subject.spacing_mm)
+                  subject.input_fwhm_mm, subject.spacing_mm)
         mg_seconds = time.perf_counter() - start
         start = time.perf_counter()
-        rbv_target(subject.pet_1mm, subject.labels_in_field_of_view(), subject.psf_fwhm_mm, subject.spacing_mm)
+        rbv_target(subject.pet_1mm, subject.labels_in_field_of_view(), subject.input_fwhm_mm, subject.spacing_mm)
         rbv_seconds = time.perf_counter() - start
         print(f"subject {seed} (1 mm 256^3, {scanner['grid_name']}, PSF {scanner['psf_fwhm_mm'][0]:.1f} mm, "
               f"{len(np.unique(subject.labels))} regions) with MG and RBV targets: {totals[-1]:.1f} s "

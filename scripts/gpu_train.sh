@@ -6,6 +6,8 @@
 # Subjects are simulated on the machine's CPU cores while nothing else runs, then the production
 # ResUNet (GroupNorm, trained on 144^3 windows: the inference window) trains for a fixed time.
 # Everything lands in $OUT (model folder, loss log, state); plot the learning curve back here.
+# WARM_START=<model folder carried along> starts every layer of the same name and shape from it
+# (e.g. Resources/Models/resunet3d-amyloid-pvc, tracked, so it travels with the tree).
 # Try it tiny on the CPU first:  TINY=1 KERAS_BACKEND=tensorflow OUT=/tmp/gpu-try scripts/gpu_train.sh
 set -euo pipefail
 OUT=${OUT:?set OUT to the output folder}
@@ -21,4 +23,4 @@ else
         --max-epochs 300 --patience 15 --max-minutes "${MINUTES:-6}")
 fi
 python -m PETPartialVolumeCorrectionLib.cli train -o "$OUT/run" --templates templates.npz \
-  --no-grid-patches --progress lines "${size[@]}"
+  --no-grid-patches --progress lines "${size[@]}" ${WARM_START:+--warm-start "$WARM_START"}

@@ -27,9 +27,18 @@ def _run_correct(args) -> int:
         device=args.device, progress=progress_reporter(args.progress))
     for role, path in written.items():
         print(f"{role}: {path}")
+    print_warnings(written["settings"])
     if args.quantify:
         quantify_after_correction(args, written)
     return 0
+
+
+def print_warnings(record_path) -> None:
+    """Print on stderr, one line each, the warnings recorded in a correction's JSON record."""
+    import sys
+
+    for warning in json.loads(open(record_path).read()).get("warnings", []):
+        print(f"warning: {warning}", file=sys.stderr)
 
 
 def _run_sharpen(args) -> int:
@@ -93,7 +102,6 @@ def _run_example(args) -> int:
     """Simulate the example PET, correct it like any file, and score it against the known truth."""
     from dataclasses import replace
 
-    from .grid import resample_to_native_grid
     from .io import read_image, refuse_existing_outputs, write_image
     from .model import find_model_dir, load_model
     from .pipeline import correct_file, output_names
@@ -106,17 +114,18 @@ def _run_example(args) -> int:
     model = load_model(find_model_dir(args.model), device=args.device)  # fail before writing anything
     print(f"simulating the example subject (seed {EXAMPLE_SEED}, amyloid positive) ...", flush=True)
     subject = simulate_subject(EXAMPLE_SEED, replace(SimulationSettings(), positive_fraction=1.0))
-    # The PET as the founding study's inputs were: resliced to 1 mm 256^3 (the simulator's grid, which is
-    # then exactly the pipeline's standard grid, so every image below is scored on one grid).
-    write_image(subject.pet_1mm, subject.geometry, input_path, force=args.force)
+    # The PET on its scanner grid, as a user brings it; correct's standard grid for it is the subject's
+    # grid (truth and MG target), so every image below is scored on one grid.
+    write_image(subject.pet_scanner, subject.scanner_geometry, input_path, force=args.force)
     write_image(subject.truth, subject.geometry, output_dir / "example_truth.nii.gz", force=args.force)
     write_image(subject.mg_target, subject.geometry, output_dir / "example_mg_target.nii.gz", force=args.force)
-    written = correct_file(input_path, output_dir, force=args.force, model=model,
+    written = correct_file(input_path, output_dir, force=args.force, model=model, crop_fov=True,
                            progress=progress_reporter(args.progress))
-    images = {"input": subject.pet_1mm}
+    images = {"input": subject.pet_1mm}  # the PET on the standard grid, as correct made it
     for method, role in (("sharpen", "sharpened"), ("network", "corrected")):
-        volume, geometry = read_image(written[role])
-        images[method] = resample_to_native_grid(volume, geometry, subject.truth.shape, subject.geometry)
+        images[method], geometry = read_image(written[role])
+        if not geometry.matches(subject.geometry):
+            raise RuntimeError(f"{written[role]} is not on the example's 1 mm grid")
     _print_example_scores(images, subject)
     for role, path in written.items():
         print(f"{role}: {path}")
@@ -129,13 +138,14 @@ def _print_example_scores(images: dict, subject) -> None:
     from .simulation import regional_suvr
     from .training.evaluate import METHOD_TITLES as titles
 
-    truth_suvr = regional_suvr(subject.truth, subject.labels)["composite"]
+    labels = subject.labels_in_field_of_view()
+    truth_suvr = regional_suvr(subject.truth, labels)["composite"]
     print(f"\n{'':<16}{'SSIM vs MG':>11}{'RMSE vs MG':>12}{'SSIM vs truth':>15}{'RMSE vs truth':>15}"
           f"{'composite SUVR':>16}")
     for method, image in images.items():
         print(f"{titles[method]:<16}{ssim(image, subject.mg_target):>11.4f}{rmse(image, subject.mg_target):>12.4g}"
               f"{ssim(image, subject.truth):>15.4f}{rmse(image, subject.truth):>15.4g}"
-              f"{regional_suvr(image, subject.labels)['composite']:>16.3f}")
+              f"{regional_suvr(image, labels)['composite']:>16.3f}")
     print(f"{'true activity':<69}{truth_suvr:>16.3f}\n")
 
 

@@ -91,8 +91,49 @@ def check_field_of_view(volume: np.ndarray, geometry: Geometry, size: int = STAN
                             "or pass --crop-fov to cut it centred")
 
 
+def _is_axis_aligned(geometry: Geometry) -> bool:
+    """True when every index axis runs along a world axis (direction diagonal, entries +/-1)."""
+    return bool(np.array_equal(np.abs(geometry.direction), np.eye(3)))
+
+
+def _linear_axis_operator(source: Geometry, source_size: int, target: Geometry, target_size: int,
+                          axis: int) -> np.ndarray:
+    """ITK's linear interpolation along index axis ``axis`` (0 = x) as a (target_size x
+    source_size) matrix: neighbours clamped to the edge voxels, 0 for target voxels whose source
+    position lies outside ``[-0.5, source_size - 0.5)``."""
+    source_step = source.direction[axis, axis] * source.spacing[axis]
+    target_step = target.direction[axis, axis] * target.spacing[axis]
+    positions = (target.origin[axis] - source.origin[axis] + np.arange(target_size) * target_step) / source_step
+    base = np.floor(positions)
+    fraction = positions - base
+    rows = np.arange(target_size)
+    operator = np.zeros((target_size, source_size))
+    np.add.at(operator, (rows, np.clip(base, 0, source_size - 1).astype(int)), 1.0 - fraction)
+    np.add.at(operator, (rows, np.clip(base + 1, 0, source_size - 1).astype(int)), fraction)
+    operator[(positions < -0.5) | (positions >= source_size - 0.5)] = 0.0
+    return operator.astype(np.float32)
+
+
+def _resample_axis_aligned_linear(volume: np.ndarray, geometry: Geometry, target_shape_zyx,
+                                  target_geometry: Geometry) -> np.ndarray:
+    """Linear resampling between axis-aligned grids, one matrix product per axis (numpy only, the
+    same values as SimpleITK's to float32 rounding)."""
+    result = np.asarray(volume, dtype=np.float32)
+    # Axes that shrink go first, so intermediate arrays stay small.
+    for axis in sorted(range(3), key=lambda a: target_shape_zyx[a] / volume.shape[a]):
+        operator = _linear_axis_operator(geometry, volume.shape[axis], target_geometry,
+                                         int(target_shape_zyx[axis]), 2 - axis)
+        result = np.moveaxis(np.tensordot(operator, result, axes=([1], [axis])), 0, axis)
+    return np.ascontiguousarray(result)
+
+
 def _resample(volume: np.ndarray, geometry: Geometry, target_shape_zyx, target_geometry: Geometry,
               interpolation: str) -> np.ndarray:
+    """Resample onto ``target_geometry``. Linear between axis-aligned grids (most PET files, and
+    every simulated scanner grid) is done in numpy, so the simulator's training input needs no
+    SimpleITK; everything else by SimpleITK."""
+    if interpolation == "linear" and _is_axis_aligned(geometry) and _is_axis_aligned(target_geometry):
+        return _resample_axis_aligned_linear(volume, geometry, target_shape_zyx, target_geometry)
     import SimpleITK as sitk
 
     from .io import to_sitk_image
@@ -109,19 +150,22 @@ def _resample(volume: np.ndarray, geometry: Geometry, target_shape_zyx, target_g
 
 
 def resample_to_standard_grid(volume: np.ndarray, geometry: Geometry, crop_fov: bool = False,
-                              interpolation: str = "linear") -> tuple[np.ndarray, Geometry]:
+                              interpolation: str = "linear", size: int = STANDARD_SIZE,
+                              spacing_mm: float = STANDARD_SPACING_MM) -> tuple[np.ndarray, Geometry]:
     """Resample ``volume`` (``[z, y, x]``, any units) onto the 1 mm 256^3 standard grid.
 
     Voxels of the grid outside the input are 0. Raises :class:`PVCInputError` when the input's field
     of view exceeds 256 mm along an axis with activity (not just air) beyond, unless ``crop_fov``.
+    ``size`` and ``spacing_mm`` change the grid (the simulator's small test grids); the network's
+    grid is the default.
 
     Returns:
-        float32 array of shape (256, 256, 256) and the standard grid's geometry.
+        float32 array of shape (size, size, size) and the standard grid's geometry.
     """
     if not crop_fov:
-        check_field_of_view(volume, geometry)
-    target = standard_grid_geometry(volume.shape, geometry)
-    return _resample(volume, geometry, (STANDARD_SIZE,) * 3, target, interpolation), target
+        check_field_of_view(volume, geometry, size, spacing_mm)
+    target = standard_grid_geometry(volume.shape, geometry, size, spacing_mm)
+    return _resample(volume, geometry, (size,) * 3, target, interpolation), target
 
 
 def resample_to_native_grid(volume: np.ndarray, geometry: Geometry, native_shape_zyx,

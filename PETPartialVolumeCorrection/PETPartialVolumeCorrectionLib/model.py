@@ -11,7 +11,13 @@ Architecture (see docs/model.md for the measured choice):
 - encoder: per level ``blocks_per_level`` pre-activation residual blocks (GroupNorm, ReLU, 3x3x3
   conv, twice, plus the shortcut), then a 2x2x2 stride-2 convolution;
 - decoder: 2x2x2 stride-2 transposed convolution, concatenation with the encoder's skip, residual
-  blocks; a zero-initialised head and depth-to-space give the correction at full resolution;
+  blocks; a zero-initialised head gives ``b^3`` half-resolution correction channels;
+- output head ``"trilinear"`` (format version 2 cards): the head's channels are averaged into one
+  half-resolution correction and upsampled trilinearly, plus a full-resolution refinement (two
+  3x3x3 convolutions of the input and the trilinearly upsampled head channels, the last one
+  zero-initialised). Trilinear upsampling has no response at the Nyquist frequency, so the output
+  has no 2-voxel periodic pattern. ``"depth_to_space"`` (format version 1 cards): each head channel
+  becomes one voxel of every 2x2x2 block, which leaves such a pattern;
 - global residual: output = input + correction, so an untrained network is the identity.
 
 It is fully convolutional: any window whose sides are multiples of
@@ -40,13 +46,22 @@ from .errors import PVCInputError
 
 MODEL_CARD_NAME = "model_card.json"
 WEIGHTS_FILE_NAME = "model.weights.h5"
-CARD_FORMAT_VERSION = 1
+CARD_FORMAT_VERSION = 2
+
+#: What a card of each older format version implies that it does not say (format 1: the
+#: depth-to-space head and the founding study's global min-max normalisation).
+FORMAT_1_ARCHITECTURE = {"output_head": "depth_to_space"}
+FORMAT_1_NORMALISATION = "global_minmax"
 
 #: Folder name of the model shipped with the extension (Resources/Models/<name>/).
 SHIPPED_MODEL_NAME = "resunet3d-amyloid-pvc"
 
 DEVICES = ("auto", "cpu", "gpu")
 NORMALIZATIONS = ("group", "none")
+OUTPUT_HEADS = ("trilinear", "depth_to_space")
+
+#: Channels of the full-resolution refinement of the "trilinear" head.
+REFINE_FILTERS = 8
 
 #: GroupNorm epsilon (Keras' default), added to the variance of unit-free normalised activations.
 GROUP_NORM_EPSILON = 1e-3
@@ -64,6 +79,8 @@ class ModelConfig:
         space_to_depth: edge of the voxel blocks folded into channels by the stem (1 = none, 2).
         normalization: "group" (GroupNorm) or "none".
         norm_groups: GroupNorm groups (fewer when a level has fewer channels).
+        output_head: "trilinear" or "depth_to_space" (see the module docstring; only used when
+            ``space_to_depth`` is 2).
     """
 
     depth: int = 3
@@ -73,6 +90,7 @@ class ModelConfig:
     space_to_depth: int = 2
     normalization: str = "group"
     norm_groups: int = 8
+    output_head: str = "trilinear"
 
     def __post_init__(self):
         for name in ("depth", "base_filters", "max_filters", "blocks_per_level", "space_to_depth",
@@ -84,6 +102,8 @@ class ModelConfig:
             raise ValueError(f"space_to_depth must be 1 or 2, not {self.space_to_depth}")
         if self.normalization not in NORMALIZATIONS:
             raise ValueError(f"normalization must be one of {NORMALIZATIONS}, not {self.normalization!r}")
+        if self.output_head not in OUTPUT_HEADS:
+            raise ValueError(f"output_head must be one of {OUTPUT_HEADS}, not {self.output_head!r}")
         if self.max_filters < self.base_filters:
             raise ValueError(f"max_filters ({self.max_filters}) is below base_filters ({self.base_filters})")
 
@@ -127,7 +147,7 @@ def import_keras():
 
 
 def _custom_layers():
-    """The three layers the network needs beyond Keras' own, defined once Keras is imported."""
+    """The four layers the network needs beyond Keras' own, defined once Keras is imported."""
     keras = import_keras()
     from keras import ops
 
@@ -210,14 +230,40 @@ def _custom_layers():
         def get_config(self):
             return {**super().get_config(), "block": self.block}
 
-    return ChannelGroupNorm, SpaceToDepth3D, DepthToSpace3D
+    class LinearUpsample3D(keras.layers.Layer):
+        """``[n, z, y, x, c]`` -> ``[n, 2z, 2y, 2x, c]`` by trilinear interpolation (half-voxel
+        centres, edges clamped): along each axis ``out[2i] = 3/4 f[i] + 1/4 f[i-1]`` and
+        ``out[2i+1] = 3/4 f[i] + 1/4 f[i+1]``."""
+
+        @staticmethod
+        def _along(x, axis):
+            def part(start, stop):
+                return x[(slice(None),) * axis + (slice(start, stop),)]
+            before = ops.concatenate([part(0, 1), part(None, -1)], axis=axis)
+            after = ops.concatenate([part(1, None), part(-1, None)], axis=axis)
+            interleaved = ops.stack([0.75 * x + 0.25 * before, 0.75 * x + 0.25 * after], axis=axis + 1)
+            shape = ops.shape(x)
+            sides = [shape[1], shape[2], shape[3]]
+            sides[axis - 1] = sides[axis - 1] * 2
+            return ops.reshape(interleaved, (-1, *sides, x.shape[-1]))
+
+        def call(self, x):
+            for axis in (1, 2, 3):
+                x = self._along(x, axis)
+            return x
+
+        def compute_output_shape(self, input_shape):
+            n, z, y, x, c = input_shape
+            return (n, *(None if side is None else 2 * side for side in (z, y, x)), c)
+
+    return ChannelGroupNorm, SpaceToDepth3D, DepthToSpace3D, LinearUpsample3D
 
 
 def build_model(config: ModelConfig):
     """A freshly initialised Keras model for ``config`` taking ``[n, z, y, x, 1]`` float32 windows."""
     keras = import_keras()
     layers = keras.layers
-    ChannelGroupNorm, SpaceToDepth3D, DepthToSpace3D = _custom_layers()
+    ChannelGroupNorm, SpaceToDepth3D, DepthToSpace3D, LinearUpsample3D = _custom_layers()
 
     def norm_relu(x, name):
         if config.normalization == "group":
@@ -253,9 +299,30 @@ def build_model(config: ModelConfig):
             x = residual_block(x, config.level_filters(level), f"dec{level}_block{index}")
 
     x = conv(block ** 3, 3, "head", kernel_initializer="zeros")(norm_relu(x, "head_pre"))
-    correction = DepthToSpace3D(block, name="depth_to_space")(x) if block > 1 else x
+    if block == 1:
+        correction = x
+    elif config.output_head == "depth_to_space":
+        correction = DepthToSpace3D(block, name="depth_to_space")(x)
+    else:
+        correction = trilinear_head(x, inputs, conv, layers, LinearUpsample3D)
     outputs = layers.Add(name="global_residual")([inputs, correction])
     return keras.Model(inputs, outputs, name="pvc_resunet3d")
+
+
+def trilinear_head(phases, inputs, conv, layers, LinearUpsample3D):
+    """The "trilinear" output head: the mean of the 8 half-resolution head channels upsampled
+    trilinearly, plus a zero-initialised full-resolution refinement of the input and the upsampled
+    head channels. With the weights of a depth-to-space model the mean is that model's correction
+    averaged over each 2x2x2 block, so such weights are a close warm start."""
+    keras = import_keras()
+    coarse = layers.Conv3D(1, 1, use_bias=False, name="head_mix",
+                           kernel_initializer=keras.initializers.Constant(1.0 / phases.shape[-1]))(phases)
+    upsampled_phases = LinearUpsample3D(name="upsample_head")(phases)
+    refine = layers.Concatenate(name="refine_input")([inputs, upsampled_phases])
+    refine = conv(REFINE_FILTERS, 3, "refine_conv1", activation="relu")(refine)
+    detail = conv(1, 3, "refine_conv2", kernel_initializer="zeros")(refine)
+    upsampled = LinearUpsample3D(name="upsample_correction")(coarse)
+    return layers.Add(name="correction")([upsampled, detail])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -355,11 +422,37 @@ def _backend_versions() -> dict:
     return {"keras_version": keras.__version__, "keras_backend": backend, "backend_version": version}
 
 
+def card_format_version(card: dict, where: str) -> int:
+    """The card's format version; a version newer than this code reads is refused."""
+    version = card.get("format_version", 1)
+    if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= CARD_FORMAT_VERSION:
+        raise PVCInputError(f"{where} has format version {version!r}; this software reads versions 1 to "
+                            f"{CARD_FORMAT_VERSION} (update PETPartialVolumeCorrection)")
+    return version
+
+
+def card_normalisation(card: dict) -> str:
+    """The intensity normalisation method (:data:`intensity.METHODS`) a model was trained with:
+    format 1 cards imply the founding study's global min-max."""
+    if card_format_version(card, "the model card") == 1:
+        return FORMAT_1_NORMALISATION
+    record = card.get("intensity_normalisation")
+    from .intensity import METHODS
+
+    if not isinstance(record, dict) or record.get("method") not in METHODS:
+        raise PVCInputError(f"the model card's 'intensity_normalisation' must be an object whose 'method' is "
+                            f"one of {', '.join(METHODS)}")
+    return record["method"]
+
+
 def _config_from_card(card: dict, where: str) -> ModelConfig:
     if "architecture" not in card:
         raise PVCInputError(f"{where} has no 'architecture' record; it cannot say which network to build")
+    record = card["architecture"]
+    if card_format_version(card, where) == 1 and isinstance(record, dict):
+        record = {**FORMAT_1_ARCHITECTURE, **record}
     try:
-        return ModelConfig.from_dict(card["architecture"])
+        return ModelConfig.from_dict(record)
     except (TypeError, ValueError) as error:
         raise PVCInputError(f"{where} has an invalid architecture: {error}") from None
 
@@ -368,13 +461,14 @@ def save_model(keras_model, folder, card: dict, force: bool = False) -> Path:
     """Write ``keras_model``'s weights and ``card`` as the model folder ``folder`` (atomically).
 
     ``card`` must hold ``architecture`` (a :class:`ModelConfig` dict) matching ``keras_model``; the
-    weights' sha256, file name, format and Keras/backend versions are added. Everything else in the
+    weights' sha256, file name, format and Keras/backend versions are added, and the intensity
+    normalisation record (:func:`intensity.normalisation_record`) unless the card has one. Everything else in the
     card (normalisation, training target, PSF range, data, metrics, training time/hardware) is kept.
     """
     folder = Path(folder)
     if folder.exists() and not force:
         raise PVCInputError(f"model folder {folder} already exists; choose another or use --force")
-    config = _config_from_card(card, "the model card to save")
+    config = _config_from_card({**card, "format_version": CARD_FORMAT_VERSION}, "the model card to save")
     reference = build_model(config)
     if [tuple(w.shape) for w in reference.weights] != [tuple(w.shape) for w in keras_model.weights]:
         raise PVCInputError("the model's weights do not fit the architecture in the card; "
@@ -384,7 +478,10 @@ def save_model(keras_model, folder, card: dict, force: bool = False) -> Path:
     try:
         weights_path = staging / WEIGHTS_FILE_NAME
         keras_model.save_weights(str(weights_path))
-        full_card = {**card, "format_version": CARD_FORMAT_VERSION, "architecture": config.to_dict(),
+        from .intensity import normalisation_record
+
+        full_card = {"intensity_normalisation": normalisation_record(), **card,
+                     "format_version": CARD_FORMAT_VERSION, "architecture": config.to_dict(),
                      "weights_file": WEIGHTS_FILE_NAME, "weights_sha256": file_sha256(weights_path),
                      **_backend_versions()}
         (staging / MODEL_CARD_NAME).write_text(json.dumps(full_card, indent=2) + "\n")
@@ -486,3 +583,20 @@ def find_model_dir(model_dir=None) -> Path:
         raise PVCInputError("no trained model is installed (the shipped weights are not part of this "
                             "build yet); pass the folder of a trained model with --model")
     return found
+
+
+def warm_start(keras_model, model_dir) -> list[str]:
+    """Copy into ``keras_model`` the weights of every layer of the model folder ``model_dir`` whose
+    name and weight shapes are the same (a "trilinear" model from a "depth_to_space" one keeps all
+    but the new head layers). Returns the names of the layers copied."""
+    source = load_model(model_dir, device="cpu").keras_model
+    source_layers = {layer.name: layer for layer in source.layers}
+    copied = []
+    for layer in keras_model.layers:
+        match = source_layers.get(layer.name)
+        if match is None or not layer.weights:
+            continue
+        if [tuple(w.shape) for w in match.weights] == [tuple(w.shape) for w in layer.weights]:
+            layer.set_weights(match.get_weights())
+            copied.append(layer.name)
+    return copied

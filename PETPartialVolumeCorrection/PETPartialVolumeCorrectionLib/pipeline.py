@@ -19,6 +19,7 @@ from .baseline import sharpen
 from .errors import PVCInputError
 from .geometry import Geometry
 from .grid import resample_to_native_grid, resample_to_standard_grid
+from .input_checks import input_statistics, out_of_distribution_warnings
 from .intensity import IntensityScaling
 from .io import (image_stem, output_suffix, read_image, staged_outputs, validate_pet_volume,
                  write_staged_image)
@@ -37,6 +38,7 @@ class CorrectionResult:
     geometry: Geometry
     timings: dict = field(default_factory=dict)
     settings: dict = field(default_factory=dict)
+    warnings: list = field(default_factory=list)  # one line each: where the input lies outside training
 
 
 def _resolve_model(model, device: str):
@@ -47,13 +49,14 @@ def _resolve_model(model, device: str):
     return load_model(find_model_dir(model), device=device)
 
 
-def _check_model_folder(model) -> None:
-    """Refuse a missing model folder, a folder without a readable card, or no shipped model at once,
-    before any work (the weights are checked when the model loads)."""
+def _model_card(model) -> dict:
+    """The card of ``model``, read before any work: a missing model folder, a folder without a
+    readable card, or no shipped model is refused at once (the weights are checked when it loads)."""
     from .model import PVCModel, find_model_dir, read_model_card
 
-    if not isinstance(model, PVCModel):
-        read_model_card(find_model_dir(model))
+    if isinstance(model, PVCModel):
+        return model.card
+    return read_model_card(find_model_dir(model))
 
 
 def correct_volume(volume: np.ndarray, geometry: Geometry, *, model=None, mode: str = "gaussian",
@@ -74,17 +77,20 @@ def correct_volume(volume: np.ndarray, geometry: Geometry, *, model=None, mode: 
         device: "auto" (GPU when present), "cpu" or "gpu".
     """
     from .inference import sliding_window_inference
+    from .model import card_normalisation
 
     if output_grid not in OUTPUT_GRIDS:
         raise PVCInputError(f"output grid must be one of {OUTPUT_GRIDS}, not {output_grid!r}")
     validate_pet_volume(volume, geometry)
-    _check_model_folder(model)
+    card = _model_card(model)
     timings = {}
     start = time.perf_counter()
     # Everything that can refuse the input (field of view, a near-empty image) runs before the model loads.
     report(progress, 0.0, "resampling to the 1 mm 256^3 grid")
     standard, standard_geometry = resample_to_standard_grid(volume, geometry, crop_fov=crop_fov)
-    scaling = IntensityScaling.fit(standard)
+    scaling = IntensityScaling.fit(standard, method=card_normalisation(card))
+    statistics = input_statistics(volume, geometry, standard, scaling)
+    warnings = out_of_distribution_warnings(statistics, card.get("training_ranges"))
     timings["resample_s"] = time.perf_counter() - start
     raise_if_cancelled(cancel)
 
@@ -120,11 +126,11 @@ def correct_volume(volume: np.ndarray, geometry: Geometry, *, model=None, mode: 
         "method": "deep learning (3D ResUNet)", "model_name": pvc_model.card.get("name"),
         "model_sha256": pvc_model.card.get("weights_sha256"), "mode": mode, "overlap": overlap,
         "batch_size": batch_size, "output_grid": output_grid, "crop_fov": crop_fov,
-        "device": pvc_model.device_name, "intensity_scaling": scaling.to_dict(),
+        "device": pvc_model.device_name, "intensity_scaling": scaling.to_dict(), "input_statistics": statistics,
         "input_geometry": geometry.to_dict(), "input_shape_zyx": list(volume.shape),
         "software": f"PETPartialVolumeCorrectionLib {__version__}",
     }
-    return CorrectionResult(corrected, sharpened, output_geometry, timings, settings)
+    return CorrectionResult(corrected, sharpened, output_geometry, timings, settings, warnings)
 
 
 def output_names(input_path) -> dict:
@@ -136,7 +142,7 @@ def output_names(input_path) -> dict:
 
 def correct_file(input_path, output_dir, *, force: bool = False, **options) -> dict:
     """Correct one PET file; write the corrected and sharpened volumes (input's format) and a JSON of
-    timings and settings into ``output_dir``. Returns the written paths by role.
+    timings, settings and warnings into ``output_dir``. Returns the written paths by role.
 
     ``options`` are those of :func:`correct_volume`. Nothing is written when anything fails.
     """
@@ -149,7 +155,7 @@ def correct_file(input_path, output_dir, *, force: bool = False, **options) -> d
         result = correct_volume(volume, geometry, **options)
         write_staged_image(result.corrected, result.geometry, staging, names["corrected"])
         write_staged_image(result.sharpened, result.geometry, staging, names["sharpened"])
-        record = {"input": str(Path(input_path).resolve()), "outputs": names,
+        record = {"input": str(Path(input_path).resolve()), "outputs": names, "warnings": result.warnings,
                   "timings": {"read_s": read_s, **result.timings}, "settings": result.settings}
         (staging / names["settings"]).write_text(json.dumps(record, indent=2, allow_nan=False))
     return {role: output_dir / name for role, name in names.items()}

@@ -669,7 +669,8 @@ def run_in_process(volume: np.ndarray, geometry: Geometry, options: CorrectionOp
                                 crop_fov=options.crop_fov, device=options.device,
                                 progress=progress, cancel=cancel)
         return CorrectionOutputs(result.corrected, result.geometry, result.sharpened,
-                                 {"timings": result.timings, "settings": result.settings})
+                                 {"timings": result.timings, "settings": result.settings,
+                                  "warnings": result.warnings})
     from .classical.command import correct_classical
 
     labels_on_pet = checked_labels(options, labels, label_geometry, volume.shape, geometry)

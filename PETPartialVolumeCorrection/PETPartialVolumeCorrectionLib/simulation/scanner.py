@@ -1,11 +1,12 @@
-"""The scanner: PSF blur, the reconstruction grid, correlated activity-dependent noise, reslicing.
+"""The scanner: PSF blur, the reconstruction grid, correlated activity-dependent noise.
 
 1. The true activity on the output grid is blurred with a Gaussian PSF (the shared
    :func:`~..classical.psf.gaussian_blur`); its FWHM is the image's effective resolution.
 2. The blurred image is sampled at the centres of the scanner's voxels (cubic B-spline, separable:
    all grids here share the RAS-aligned direction, so resampling is one 1D operator per axis).
-   The scanner's field of view is centred on the brain and moved by up to ``fov_shift_max_mm``
-   per axis, never so far that it cuts the brain where the brain fits in it.
+   The scanner's field of view is centred on the output grid, so that the standard grid
+   ``correct`` makes for the scanner image (centred on it) is the output grid itself; where the
+   head lies in the field of view is the anatomy's choice (:mod:`.anatomy`, translation).
 3. Noise is added on the scanner grid: white Gaussian noise smoothed with a Gaussian whose FWHM
    is ``noise_correlation_psf_fraction`` (0.4-0.8) of the PSF's (renormalised to unit variance;
    neighbouring voxels are correlated as after a post-filtered reconstruction), times ``relative_noise * sqrt(reference * max(b, 0.02 *
@@ -13,8 +14,8 @@
    variance follows the activity, as for Poisson counts. Negative values are set to 0 (as OSEM
    gives). relative_noise is the count level's (settings.COUNT_LEVELS, for 8 mm^3 voxels) times
    sqrt(8 mm^3 / voxel volume): smaller voxels hold fewer counts.
-4. The scanner image is resliced back onto the output grid (cubic B-spline, 0 outside the
-   scanner's field of view), as the founding study resliced every PET to 1 mm 256^3.
+The network's input is the scanner image brought to the output grid by ``correct``'s own
+:func:`~..grid.resample_to_standard_grid` (see :mod:`.subject`).
 """
 
 from __future__ import annotations
@@ -44,7 +45,6 @@ def draw_scanner(rng: np.random.Generator, settings) -> dict:
     jitter = 1.0 + rng.uniform(-settings.voxel_jitter, settings.voxel_jitter, 2)
     spacing = np.array(grid.spacing_mm) * np.array([jitter[0], jitter[0], jitter[1]])
     spacing = np.clip(spacing, *settings.voxel_range_mm)
-    fov_shift = rng.uniform(-settings.fov_shift_max_mm, settings.fov_shift_max_mm, 3)
     count_level = sorted(settings.count_levels)[int(rng.integers(len(settings.count_levels)))]
     voxel_volume = float(np.prod(spacing))
     relative_noise = settings.count_levels[count_level] * np.sqrt(NOISE_REFERENCE_VOXEL_MM3 / voxel_volume)
@@ -53,32 +53,21 @@ def draw_scanner(rng: np.random.Generator, settings) -> dict:
         "grid_name": grid.name,
         "matrix": list(grid.matrix),
         "spacing_mm": spacing.tolist(),
-        "fov_shift_mm": fov_shift.tolist(),
         "count_level": count_level if settings.noise else "noise-free",
         "relative_noise": float(relative_noise) if settings.noise else 0.0,
         "noise_correlation_psf_fraction": float(rng.uniform(*settings.noise_correlation_psf_fraction)),
     }
 
 
-def scanner_geometry(scanner: dict, output: Geometry, brain: np.ndarray) -> Geometry:
-    """The scanner grid, RAS-aligned, centred on the brain and moved by ``fov_shift_mm``, but along
-    each axis never so far that it cuts the brain where the brain fits in the field of view.
+def scanner_geometry(scanner: dict, output: Geometry, output_shape) -> Geometry:
+    """The scanner grid, RAS-aligned, centred on the output grid (``output_shape`` ``[z, y, x]``).
 
     Args:
         scanner: choices from :func:`draw_scanner`.
-        output: the output grid; brain: bool ``[z, y, x]`` mask on it of the cerebrum and cerebellum.
     """
     spacing = np.asarray(scanner["spacing_mm"])
-    extent = np.asarray(scanner["matrix"]) * spacing
-    indices_xyz = [np.nonzero(np.any(brain, axis=tuple(a for a in range(3) if a != 2 - axis)))[0]
-                   for axis in range(3)]
-    low = np.array([i[0] for i in indices_xyz]) * np.asarray(output.spacing)
-    high = np.array([i[-1] for i in indices_xyz]) * np.asarray(output.spacing)
-    slack = np.maximum(extent - (high - low + np.asarray(output.spacing)), 0.0) / 2.0
-    shift = np.clip(scanner["fov_shift_mm"], -slack, slack)
-    centre_index_mm = (low + high) / 2.0 + shift
-    centre = np.asarray(output.origin) + output.direction @ centre_index_mm
     half_extent = (np.asarray(scanner["matrix"]) - 1) / 2.0 * spacing
+    centre = output.world_center(output_shape)
     return Geometry(tuple(spacing), tuple(centre - RAS_DIRECTION @ half_extent), RAS_DIRECTION)
 
 
@@ -104,8 +93,9 @@ def _source_positions(source: Geometry, target: Geometry, target_size: int, axis
 
 
 def _inside(positions: np.ndarray, source_size: int) -> np.ndarray:
-    """Positions within half a voxel of the source grid."""
-    return (positions >= -0.5) & (positions <= source_size - 0.5)
+    """Positions within half a voxel of the source grid: ``[-0.5, source_size - 0.5)``, the
+    voxels ITK's (and :mod:`..grid`'s) resampling gives values."""
+    return (positions >= -0.5) & (positions < source_size - 0.5)
 
 
 def field_of_view(source: Geometry, source_shape, target: Geometry, target_shape) -> np.ndarray:

@@ -80,7 +80,6 @@ class SimulationSettings:
     scanner_grids: tuple = ADNI_LIKE_GRIDS
     voxel_jitter: float = 0.03  # relative change of the grid's voxel size
     voxel_range_mm: tuple[float, float] = (1.0, 2.5)  # jittered voxel sizes are kept inside
-    fov_shift_max_mm: float = 5.0
     count_levels: dict = field(default_factory=lambda: dict(COUNT_LEVELS))
     noise: bool = True
     noise_correlation_psf_fraction: tuple[float, float] = (0.4, 0.8)  # noise smoothing FWHM / PSF FWHM

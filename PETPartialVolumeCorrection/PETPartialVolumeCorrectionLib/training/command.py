@@ -12,18 +12,10 @@ from ..progress import progress_reporter
 TARGETS = ("mg", "rbv")
 
 
-def _simulated_pair(subject, target: str):
-    from .data import TrainingPair
-
-    reference = subject.mg_target if target == "mg" else subject.rbv_target
-    return TrainingPair(subject.record.get("name", f"seed{subject.record['seed']}"), subject.pet_1mm,
-                        reference, subject.brain_mask)
-
-
 def load_pairs(folder, target: str):
     """Normalised pairs from a folder of subject folders: the simulator's, or a user's real pairs
     (``input.<ext>`` + ``target.<ext>``)."""
-    from .data import PAIR_INPUT_STEM, normalise_pair, pairs_from_folder
+    from .data import PAIR_INPUT_STEM, normalise_pair, pair_from_simulated_subject, pairs_from_folder
 
     folder = Path(folder)
     if not folder.is_dir():
@@ -32,31 +24,40 @@ def load_pairs(folder, target: str):
     if subject_folders and not any(subject_folders[0].glob(f"{PAIR_INPUT_STEM}.*")):
         from ..simulation import read_subject
 
-        return [normalise_pair(_simulated_pair(read_subject(p), target)) for p in subject_folders]
+        return [normalise_pair(pair_from_simulated_subject(read_subject(p), target)) for p in subject_folders]
     return [normalise_pair(pair) for pair in pairs_from_folder(folder)]
 
 
 def _simulate_normalised_pair(job):
-    """Worker: simulate one subject and return only its normalised pair (small to send back)."""
+    """Worker: simulate one subject; return only its normalised pair (small to send back) and the
+    statistics of its scanner-grid PET (:func:`..input_checks.input_statistics`)."""
+    from ..input_checks import input_statistics
+    from ..intensity import IntensityScaling
     from ..simulation import simulate_subject
-    from .data import normalise_pair
+    from .data import normalise_pair, pair_from_simulated_subject
 
     seed, target, settings = job
-    return normalise_pair(_simulated_pair(simulate_subject(seed, settings), target))
+    subject = simulate_subject(seed, settings)
+    pair = pair_from_simulated_subject(subject, target)
+    statistics = input_statistics(subject.pet_scanner, subject.scanner_geometry, pair.source,
+                                  IntensityScaling.fit(pair.source))
+    return normalise_pair(pair), statistics
 
 
 def simulate_pairs(seeds, target: str, processes: int, progress=None, settings=None):
-    """Normalised pairs of freshly simulated subjects (in memory, ``processes`` in parallel)."""
+    """Normalised pairs of freshly simulated subjects (in memory, ``processes`` in parallel) and the
+    statistics of their inputs."""
     from concurrent.futures import ProcessPoolExecutor
 
     from ..progress import report
 
-    pairs = []
+    pairs, statistics = [], []
     with ProcessPoolExecutor(max_workers=processes) as pool:
-        for pair in pool.map(_simulate_normalised_pair, [(seed, target, settings) for seed in seeds]):
+        for pair, entry in pool.map(_simulate_normalised_pair, [(seed, target, settings) for seed in seeds]):
             pairs.append(pair)
+            statistics.append(entry)
             report(progress, len(pairs) / len(seeds), f"simulated {len(pairs)}/{len(seeds)} subjects")
-    return pairs
+    return pairs, statistics
 
 
 def _code_version() -> str:
@@ -84,6 +85,10 @@ def _run_train(args) -> int:
         raise PVCInputError("give either --train-data/--val-data folders or --simulate-train/--simulate-val")
     config = ModelConfig(depth=args.depth, base_filters=args.base_filters, max_filters=args.max_filters,
                          blocks_per_level=args.blocks_per_level, normalization=args.normalization)
+    if args.warm_start:
+        from ..model import read_model_card
+
+        read_model_card(args.warm_start)  # a missing or damaged folder fails here, before any simulation
     settings = TrainingSettings(patch_size=args.patch_size, grid_patches=not args.no_grid_patches,
                                 random_patches=args.random_patches, batch_size=args.batch_size,
                                 learning_rate=args.learning_rate, lr_reduce_patience=args.lr_reduce_patience,
@@ -95,6 +100,7 @@ def _run_train(args) -> int:
         if not args.val_data:
             raise PVCInputError("--train-data needs --val-data (a separate folder of validation subjects)")
         train_pairs, val_pairs = load_pairs(args.train_data, args.target), load_pairs(args.val_data, args.target)
+        ranges = None  # folders hold no scanner-grid inputs to measure
         data = {"source": "folders", "train": str(args.train_data), "validation": str(args.val_data),
                 "train_names": [pair.name for pair in train_pairs],
                 "validation_names": [pair.name for pair in val_pairs], "code_version": _code_version()}
@@ -103,17 +109,20 @@ def _run_train(args) -> int:
 
         train_seeds, val_seeds, _ = split_seeds(args.simulate_train, args.simulate_val, 0, args.seed)
         simulation = SimulationSettings(templates_path=args.templates)
-        train_pairs = simulate_pairs(train_seeds, args.target, args.processes, progress_reporter(args.progress),
-                                     simulation)
-        val_pairs = simulate_pairs(val_seeds, args.target, args.processes, progress_reporter(args.progress),
-                                   simulation)
+        from ..input_checks import training_ranges
+
+        train_pairs, train_statistics = simulate_pairs(train_seeds, args.target, args.processes,
+                                                       progress_reporter(args.progress), simulation)
+        val_pairs, _ = simulate_pairs(val_seeds, args.target, args.processes, progress_reporter(args.progress),
+                                      simulation)
+        ranges = training_ranges(train_statistics)
         data = {"source": "simulator (in memory), default SimulationSettings", "split_base_seed": args.seed,
                 "train_seeds": list(train_seeds), "validation_seeds": list(val_seeds),
                 "psf_fwhm_mm_range": list(simulation.psf_fwhm_mm),
                 "scanner_voxel_mm_range": list(simulation.voxel_range_mm), "code_version": _code_version()}
     data.update(train_subjects=len(train_pairs), validation_subjects=len(val_pairs))
     history = fit(config, train_pairs, val_pairs, settings, output_dir, resume=args.resume,
-                  progress=progress_reporter(args.progress))
+                  warm_start_dir=args.warm_start, progress=progress_reporter(args.progress))
 
     from ..model import build_model
 
@@ -121,15 +130,14 @@ def _run_train(args) -> int:
     keras_model.load_weights(str(output_dir / BEST_WEIGHTS))
     card = {
         "name": args.name, "architecture": config.to_dict(), "description": "3D ResUNet for partial volume correction of brain amyloid PET, "
-        "trained as the founding study (1 mm 256^3 grid, min-max + 99th-percentile crop, patches, MSE, Adam)",
-        "normalisation": "min-max to [0, 1] then crop at the 99th percentile of the input; target scaled "
-                         "with the input's parameters minus the input's crop excess (intensity.py)",
+        "trained as the founding study (1 mm 256^3 grid, patches, MSE, Adam) with a brain-based crop "
+        "(intensity_normalisation) and a trilinear output head",
         "training_target": {"mg": "Mueller-Gaertner (WM/CSF values from GTM, GM threshold 0.5) inside grey "
                                   "matter, the input PET elsewhere (the founding study's SPM output)",
                             "rbv": "region-based voxel-wise correction (RBV)"}[args.target],
-        "data": data, "training": {**settings.to_dict(), "epochs_run": len(history.epochs),
+        "data": data, "training_ranges": ranges, "training": {**settings.to_dict(), "epochs_run": len(history.epochs),
                                    "best_epoch": history.best_epoch, "best_val_mse": history.best_val_loss,
-                                   "input_val_mse": history.initial_val_loss,
+                                   "input_val_mse": history.initial_val_loss, "warm_start": history.warm_start,
                                    "final_train_mse": history.train_loss[-1],
                                    "final_learning_rate": history.learning_rate[-1],
                                    "training_time_s": history.training_seconds,
@@ -155,6 +163,8 @@ def _run_evaluate(args) -> int:
     output_dir.mkdir(parents=True, exist_ok=True)
     summaries = {}
     _, _, test_seeds = split_seeds(0, 0, args.n, args.seed)
+    if args.robustness:
+        return _run_robustness(model_dir, test_seeds, output_dir, args)
     sets = [("Held-out test set", test_seeds, None)]
     if args.out_of_range_n:
         extra_seeds = out_of_range_seeds(args.out_of_range_n, args.seed)
@@ -169,6 +179,17 @@ def _run_evaluate(args) -> int:
     if args.record_in_card:
         record_metrics_in_card(model_dir, summaries, args)
     return 0
+
+
+def _run_robustness(model_dir, seeds, output_dir: Path, args) -> int:
+    """``evaluate --robustness``: one line per invariance property; exit status 1 when one fails."""
+    from .robustness import check_simulated, format_line
+
+    result = check_simulated(model_dir, seeds, device=args.device, progress=progress_reporter(args.progress))
+    (output_dir / "robustness.json").write_text(json.dumps(result, indent=2))
+    for line in result["summary"]:
+        print(format_line(line))
+    return 1 if any(line["holds"] is False for line in result["summary"]) else 0
 
 
 def record_metrics_in_card(model_dir, summaries: dict, args) -> None:
@@ -214,6 +235,8 @@ def register(subparsers) -> None:
     train.add_argument("--max-minutes", type=float, help="stop after this much training time")
     train.add_argument("--no-grid-patches", action="store_true",
                        help="only random head-centred patches (default adds the study's eight 128^3 tiles)")
+    train.add_argument("--warm-start", help="model folder whose layers of the same name and shape start "
+                                            "the network (e.g. the shipped model)")
     train.add_argument("--resume", action="store_true", help="continue the run in the output folder")
     train.add_argument("--force", action="store_true", help="start over in a non-empty output folder")
     train.add_argument("--progress", choices=("bar", "lines", "none"), default="bar")
@@ -230,6 +253,8 @@ def register(subparsers) -> None:
     evaluate.add_argument("--processes", type=int, default=2, help="subjects evaluated in parallel")
     evaluate.add_argument("--record-in-card", action="store_true",
                           help="also write the summary into the model card's metrics")
+    evaluate.add_argument("--robustness", action="store_true",
+                          help="instead: the invariance checks (training/robustness.py) on the first --n held-out subjects")
     evaluate.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
     evaluate.add_argument("--progress", choices=("bar", "lines", "none"), default="bar")
     evaluate.set_defaults(handler=_run_evaluate)

@@ -2,7 +2,10 @@
 
 A training pair is a PET volume before PVC and the same volume after PVC, both on the 1 mm 256^3
 standard grid, arrays ``[z, y, x]`` in physical units. Pairs come from the simulator (on the fly, or
-subject folders written by ``pet-pvc simulate``) or from a user's folder of real pairs.
+subject folders written by ``pet-pvc simulate``) or from a user's folder of real pairs. Either way
+the input is the scanner-grid PET brought to the standard grid by ``correct``'s own
+:func:`~..grid.resample_to_standard_grid`: the simulator's ``pet_1mm`` is made so, and its targets
+lie on the same grid voxel for voxel.
 Normalisation is the inference's own (:class:`~..intensity.IntensityScaling`): the input is min-max
 scaled and cropped at the 99th percentile; the target is scaled with the input's parameters minus
 the input's crop excess, so the network learns the correction of the cropped image.
@@ -46,6 +49,23 @@ class NormalisedPair:
     network_input: np.ndarray
     network_target: np.ndarray
     centre_candidates: np.ndarray  # (n, 3) voxel indices random patches may centre on
+
+
+def pair_from_simulated_subject(subject, target: str = "mg") -> TrainingPair:
+    """The pair of a simulated subject: ``pet_1mm`` (its scanner PET through ``correct``'s resampling)
+    and its MG (``target="mg"``) or RBV target; patches centre on the intracranial space.
+
+    Refuses subjects of simulator record versions whose ``pet_1mm`` came from another reslicing."""
+    from ..simulation.subject import RECORD_VERSION
+
+    name = subject.record.get("name", f"seed{subject.record['seed']}")
+    if subject.record.get("version") != RECORD_VERSION:
+        raise PVCInputError(f"{name}: simulated by record version {subject.record.get('version')}, whose "
+                            f"input was resliced unlike correct's; simulate it again (version {RECORD_VERSION})")
+    reference = subject.mg_target if target == "mg" else subject.rbv_target
+    if subject.pet_1mm is None or reference is None:
+        raise PVCInputError(f"{name}: pet_1mm or the {target} target was not written; simulate it with both")
+    return TrainingPair(name, subject.pet_1mm, reference, subject.brain_mask)
 
 
 def normalise_pair(pair: TrainingPair) -> NormalisedPair:

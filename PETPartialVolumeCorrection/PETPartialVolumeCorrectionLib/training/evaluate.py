@@ -1,10 +1,13 @@
 """The founding study's table on held-out simulated subjects, plus regional SUVR error.
 
-For each subject, three images on the 1 mm 256^3 grid are scored, the study's columns: the input
-(PET before PVC), the sharpen baseline and the 3D ResUNet output; each against two references: the
-MG target (the study's reference, SPM-like GTM + Mueller-Gaertner) and the true activity. Scores:
-SSIM and RMSE over the whole volume, as the study reports them, and the absolute relative error of
-the SUVR of every cortical parcel (cerebellar grey matter reference).
+Each subject goes through the path a user's scan takes: its scanner-grid PET into
+:func:`~..pipeline.correct_volume`, which brings it to the 1 mm 256^3 standard grid (the subject's
+own grid: input, targets and truth lie on it voxel for voxel) and corrects it. Three images are
+scored there, the study's columns: the input (the PET on the standard grid, before PVC), the sharpen
+baseline and the 3D ResUNet output; each against two references: the MG target (the study's
+reference, SPM-like GTM + Mueller-Gaertner) and the true activity. Scores: SSIM and RMSE over the
+whole volume, as the study reports them, and the absolute relative error of the SUVR of every
+cortical parcel (cerebellar grey matter reference) inside the scanner's field of view.
 """
 
 from __future__ import annotations
@@ -86,13 +89,15 @@ def evaluate_subject(job) -> dict:
         _LOADED_MODELS[(model_dir, device)] = load_model(model_dir, device=device)
     subject = simulate_subject(seed, settings)
     start = time.perf_counter()
-    result = correct_volume(subject.pet_1mm, subject.geometry, model=_LOADED_MODELS[(model_dir, device)], mode=mode,
-                            output_grid="native")  # the subject's grid: the standard one by default
+    result = correct_volume(subject.pet_scanner, subject.scanner_geometry, model=_LOADED_MODELS[(model_dir, device)],
+                            mode=mode, crop_fov=True)
     seconds = time.perf_counter() - start
+    if not result.geometry.matches(subject.geometry, tolerance_mm=1e-6):
+        raise RuntimeError(f"seed {seed}: the standard grid of correct is not the subject's grid")
     images = {"input": subject.pet_1mm, "sharpen": result.sharpened, "network": result.corrected}
     scored = {"name": f"seed{seed}", "seconds": seconds, "status": subject.status,
               "scores": score_images(images, {"mg_target": subject.mg_target, "truth": subject.truth},
-                                     subject.labels)}
+                                     subject.labels_in_field_of_view())}
     if keep_slices:
         axial = int(np.argmax(np.count_nonzero(subject.gm > 0.5, axis=(1, 2))))  # most grey matter
         scored["slices"] = {**{m: image[axial] for m, image in images.items()}, "target": subject.mg_target[axial]}

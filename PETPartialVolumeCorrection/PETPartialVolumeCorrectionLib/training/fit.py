@@ -67,7 +67,8 @@ class TrainingSettings:
 class TrainingHistory:
     """Per-epoch losses (MSE in normalised units) and wall time."""
 
-    initial_val_loss: Optional[float] = None  # before training: the input itself (identity network)
+    initial_val_loss: Optional[float] = None  # the input itself as the prediction (an untrained network)
+    warm_start: Optional[dict] = None  # model folder, weights sha256, layers copied, validation loss before training
     epochs: list = field(default_factory=list)
     train_loss: list = field(default_factory=list)
     val_loss: list = field(default_factory=list)
@@ -199,14 +200,15 @@ def hardware_description() -> str:
 
 
 def fit(model_config, train_pairs: Sequence[NormalisedPair], val_pairs: Sequence[NormalisedPair],
-        settings: TrainingSettings, output_dir, resume: bool = False,
+        settings: TrainingSettings, output_dir, resume: bool = False, warm_start_dir=None,
         progress: Optional[ProgressCallback] = None, cancel: Optional[CancelCheck] = None) -> TrainingHistory:
     """Train a ResUNet of ``model_config`` and keep the best weights in ``output_dir``.
 
-    Returns the history; ``output_dir`` holds best/last weights, the state file, the loss log and the
-    learning curve.
+    ``warm_start_dir``: a model folder whose layers of the same name and shape start the new network
+    (:func:`model.warm_start`; ignored when resuming). Returns the history; ``output_dir`` holds
+    best/last weights, the state file, the loss log and the learning curve.
     """
-    from ..model import build_model, import_keras
+    from ..model import build_model, import_keras, read_model_card, warm_start
 
     if not train_pairs or not val_pairs:
         raise PVCInputError("training needs at least one training and one validation subject")
@@ -232,8 +234,16 @@ def fit(model_config, train_pairs: Sequence[NormalisedPair], val_pairs: Sequence
 
     val_rng = np.random.default_rng(settings.seed + 1_000_003)
     val_sources, val_targets = epoch_patches(val_pairs, settings, val_rng)
-    if not resume:  # the untrained network is the identity: this is the input's own loss
-        history.initial_val_loss = validation_loss(keras_model, val_sources, val_targets, settings.batch_size)
+    if not resume:
+        history.initial_val_loss = float(np.mean((val_sources.astype(np.float64) - val_targets) ** 2))
+        if warm_start_dir is not None:
+            copied = warm_start(keras_model, warm_start_dir)
+            history.warm_start = {
+                "model_dir": str(warm_start_dir), "weights_sha256": read_model_card(warm_start_dir).get("weights_sha256"),
+                "layers_copied": copied, "layers_new": [layer.name for layer in keras_model.layers
+                                                        if layer.weights and layer.name not in copied],
+                "val_loss_before_training": validation_loss(keras_model, val_sources, val_targets,
+                                                            settings.batch_size)}
     rng = np.random.default_rng([settings.seed, start_epoch])
     for epoch in range(start_epoch, settings.max_epochs + 1):
         epoch_start = time.perf_counter()
