@@ -98,8 +98,10 @@ def _run_train(args) -> int:
         train_pairs = simulate_pairs(train_seeds, args.target, args.processes, progress_reporter(args.progress),
                                      simulation)
         val_pairs = simulate_pairs(val_seeds, args.target, args.processes, progress_reporter(args.progress),
-                                   simulation)
-        data = {"source": "simulator (in memory), default SimulationSettings", "split_base_seed": args.seed,
+                                   SimulationSettings.held_out(templates_path=args.templates))
+        data = {"source": "simulator (in memory), default SimulationSettings (validation: held_out, "
+                          f"anatomy {','.join(SimulationSettings.held_out().anatomy_sources)})",
+                "split_base_seed": args.seed,
                 "train_seeds": list(train_seeds), "validation_seeds": list(val_seeds),
                 "psf_fwhm_mm_range": list(simulation.psf_fwhm_mm),
                 "scanner_voxel_mm_range": list(simulation.voxel_range_mm), "code_version": _code_version()}
