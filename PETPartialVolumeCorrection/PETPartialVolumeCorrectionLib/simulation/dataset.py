@@ -185,7 +185,8 @@ def subject_stream(seeds: Iterable[int], settings: Optional[SimulationSettings] 
         for seed in seeds:
             yield simulate_subject(seed, settings)
         return
-    load_templates(settings.templates_path)  # once in the parent; forked workers share it
+    for source in settings.anatomy_sources:  # once in the parent; forked workers share them
+        load_templates(source, settings.templates_path)
     with multiprocessing.Pool(processes, initializer=_init_worker) as pool:
         yield from pool.imap(_simulate_for_stream, ((seed, settings) for seed in seeds))
 
@@ -211,6 +212,7 @@ def _simulate_and_write(job) -> dict:
 def _summary(subject: SimulatedSubject, folder: str) -> dict:
     scanner = subject.record["scanner"]
     return {"seed": subject.seed, "folder": os.path.basename(folder), "status": subject.status,
+            "anatomy": subject.record["anatomy"]["source"], "tracer": subject.record["uptake"]["tracer"],
             "psf_fwhm_mm": scanner["psf_fwhm_mm"], "grid": scanner["grid_name"],
             "count_level": scanner["count_level"], "global_scale": subject.record["uptake"]["global_scale"]}
 
@@ -240,7 +242,8 @@ def generate_dataset(out_dir, seeds: Iterable[int], settings: Optional[Simulatio
         results: Iterable[dict] = map(_simulate_and_write, jobs)
         pool = None
     else:
-        load_templates(settings.templates_path)
+        for source in settings.anatomy_sources:
+            load_templates(source, settings.templates_path)
         pool = multiprocessing.Pool(processes, initializer=_init_worker)
         results = pool.imap(_simulate_and_write, jobs)
     try:

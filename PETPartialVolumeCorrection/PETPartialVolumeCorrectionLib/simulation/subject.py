@@ -1,7 +1,8 @@
 """One simulated subject from a seed: anatomy, true activity, scanner PET and the PVC targets.
 
 Pipeline (details in the modules named):
-1. anatomy (:mod:`.anatomy`) on the output grid (1 mm 256^3 by default);
+1. anatomy (:mod:`.anatomy`) on the output grid (1 mm 256^3 by default), from one of the
+   settings' anatomy sources (:mod:`.templates`), with the extra-cerebral structures of :mod:`.head`;
 2. true activity (:mod:`.uptake`);
 3. the scanner (:mod:`.scanner`): PSF blur, sampling onto the scanner grid, noise: ``pet_scanner``,
    what a user brings; then ``pet_1mm``, the network's input: ``pet_scanner`` brought to the standard
@@ -37,17 +38,19 @@ from ..geometry import Geometry
 from ..grid import resample_to_standard_grid
 from . import regions
 from .anatomy import build_anatomy, draw_anatomy_parameters
-from .scanner import draw_scanner, field_of_view, scan, scanner_geometry
+from .scanner import draw_coverage, draw_scanner, field_of_view, scan, scanner_geometry
 from .settings import SimulationSettings
 from .templates import load_templates
 from .uptake import draw_uptake, true_activity
 
 RECORD_FORMAT = "pet-pvc simulated subject"
 #: 2: ``pet_1mm`` is made by ``correct``'s resampling (version 1 resliced with a cubic B-spline).
-RECORD_VERSION = 2
+#: 3: anatomy sources, extra-cerebral structures, tracers, axial coverage.
+RECORD_VERSION = 3
 
 #: Stream number of each group of random choices (``default_rng([seed, number])``).
-RANDOM_STREAMS = {"anatomy": 1, "elastic": 2, "uptake": 3, "heterogeneity": 4, "scanner": 5, "noise": 6}
+RANDOM_STREAMS = {"anatomy": 1, "elastic": 2, "uptake": 3, "heterogeneity": 4, "scanner": 5, "noise": 6,
+                  "coverage": 7}
 
 #: The MG target's settings (the founding study's SPM pipeline, PETPVE12's modified MG).
 MG_TARGET_SETTINGS = {"wm_value": "gtm", "csf_value": "gtm", "gm_threshold": 0.5}
@@ -181,10 +184,16 @@ def _software_versions() -> dict:
 
 
 def draw_choices(seed: int, settings: SimulationSettings) -> dict:
-    """Every scalar random choice of a subject: anatomy, uptake, scanner (JSON-ready)."""
-    return {"anatomy": draw_anatomy_parameters(random_stream(seed, "anatomy"), settings),
-            "uptake": draw_uptake(random_stream(seed, "uptake"), settings),
-            "scanner": draw_scanner(random_stream(seed, "scanner"), settings)}
+    """Every scalar random choice of a subject: anatomy, uptake, scanner, axial coverage (JSON-ready).
+
+    The field of view is centred on the output grid, so the coverage's brain position is the
+    anatomy's translation along z."""
+    anatomy = draw_anatomy_parameters(random_stream(seed, "anatomy"), settings)
+    scanner = draw_scanner(random_stream(seed, "scanner"), settings)
+    coverage = draw_coverage(random_stream(seed, "coverage"), settings, scanner, anatomy["scale"][2])
+    anatomy["translation_mm"][2] = coverage["brain_offset_mm"]
+    return {"anatomy": anatomy, "uptake": draw_uptake(random_stream(seed, "uptake"), settings),
+            "scanner": scanner, "coverage": coverage}
 
 
 def simulate_subject(seed: int, settings: Optional[SimulationSettings] = None) -> SimulatedSubject:
@@ -193,8 +202,8 @@ def simulate_subject(seed: int, settings: Optional[SimulationSettings] = None) -
         raise PVCInputError(f"seed must be a whole number >= 0, got {seed!r}")
     seed = int(seed)
     settings = settings or SimulationSettings()
-    templates = load_templates(settings.templates_path)
     choices = draw_choices(seed, settings)
+    templates = load_templates(choices["anatomy"]["source"], settings.templates_path)
 
     anatomy = build_anatomy(templates, choices["anatomy"], settings.grid_size, settings.grid_spacing_mm,
                             random_stream(seed, "elastic"))
@@ -202,10 +211,11 @@ def simulate_subject(seed: int, settings: Optional[SimulationSettings] = None) -
                           random_stream(seed, "heterogeneity"))
     shape = truth.shape
     scanner_grid = scanner_geometry(choices["scanner"], anatomy.geometry, shape)
+    zero_slices = choices["coverage"]["zero_slices"]
     pet_scanner = scan(truth, anatomy.geometry, scanner_grid, choices["scanner"],
-                       choices["uptake"]["global_scale"], random_stream(seed, "noise"))
+                       choices["uptake"]["global_scale"], random_stream(seed, "noise"), zero_slices)
     pet = network_input(pet_scanner, scanner_grid, anatomy.geometry, shape)
-    in_view = field_of_view(scanner_grid, pet_scanner.shape, anatomy.geometry, shape)
+    in_view = field_of_view(scanner_grid, pet_scanner.shape, anatomy.geometry, shape, zero_slices)
 
     fwhm = input_fwhm_mm(choices["scanner"]["psf_fwhm_mm"], scanner_grid.spacing)
     spacing = anatomy.geometry.spacing

@@ -114,9 +114,11 @@ def _run_train(args) -> int:
         train_pairs, train_statistics = simulate_pairs(train_seeds, args.target, args.processes,
                                                        progress_reporter(args.progress), simulation)
         val_pairs, _ = simulate_pairs(val_seeds, args.target, args.processes, progress_reporter(args.progress),
-                                      simulation)
+                                      SimulationSettings.held_out(templates_path=args.templates))
         ranges = training_ranges(train_statistics)
-        data = {"source": "simulator (in memory), default SimulationSettings", "split_base_seed": args.seed,
+        data = {"source": "simulator (in memory), default SimulationSettings (validation: held_out, "
+                          f"anatomy {','.join(SimulationSettings.held_out().anatomy_sources)})",
+                "split_base_seed": args.seed,
                 "train_seeds": list(train_seeds), "validation_seeds": list(val_seeds),
                 "psf_fwhm_mm_range": list(simulation.psf_fwhm_mm),
                 "scanner_voxel_mm_range": list(simulation.voxel_range_mm), "code_version": _code_version()}

@@ -78,7 +78,7 @@ _LOADED_MODELS: dict = {}
 
 def evaluate_subject(job) -> dict:
     """Worker: simulate one test subject, correct it, score it. ``job`` = (model folder, device, seed,
-    simulation settings or None, inference mode, keep figure slices). The model is loaded once per
+    simulation settings, inference mode, keep figure slices). The model is loaded once per
     process."""
     from ..model import load_model
     from ..pipeline import correct_volume
@@ -109,11 +109,16 @@ def evaluate_on_simulated(model_dir, seeds: Sequence[int], settings=None, mode: 
                           progress: Optional[ProgressCallback] = None, figure_path=None) -> EvaluationTable:
     """Score the model in ``model_dir`` on the simulated subjects of ``seeds``, ``processes`` at a time.
 
-    With ``figure_path``, also draws the study's figure 6 for the first subject.
+    ``settings``: the simulation's (default: :meth:`~..simulation.SimulationSettings.held_out`, the
+    training ranges on the anatomy training does not use). With ``figure_path``, also draws the
+    study's figure 6 for the first subject.
     """
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
+    from ..simulation import SimulationSettings
+
+    settings = settings if settings is not None else SimulationSettings.held_out()
     jobs = [(str(model_dir), device, seed, settings, mode, figure_path is not None and index == 0)
             for index, seed in enumerate(seeds)]
     table = EvaluationTable()
