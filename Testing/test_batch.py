@@ -178,14 +178,14 @@ def test_rerun_continues_skips_the_done_scan_and_reports_the_broken_one(resumed,
     # Identity network: the corrected image is the input on the standard grid, in the input's units.
     corrected, geometry = read_image(out / second["corrected"])
     assert corrected.shape == (256, 256, 256) and geometry.spacing == (1.0, 1.0, 1.0)
-    assert corrected.max() == pytest.approx(second["intensity_maximum"], rel=1e-3)
-    assert second["intensity_maximum"] == pytest.approx(2.0 * first["intensity_maximum"], rel=1e-4)
+    assert corrected.max() == pytest.approx(second["crop_value"] / second["crop_over_maximum"], rel=1e-3)
+    assert second["crop_value"] == pytest.approx(2.0 * first["crop_value"], rel=1e-4)
     broken = record(out, BROKEN)
     assert broken["status"] == "failed" and "not a readable image" in broken["error"]
     assert not (out / "sub-03").exists()
     dynamic = record(out, DYNAMIC)
     assert dynamic["status"] == "corrected" and dynamic["frame"] == 1
-    assert dynamic["intensity_maximum"] == pytest.approx(2.0 * first["intensity_maximum"], rel=1e-4)
+    assert dynamic["crop_value"] == pytest.approx(2.0 * first["crop_value"], rel=1e-4)
     sidecar = json.loads((out / f"sub-02/ses-1/pet/{GOOD[1]}_desc-pvc_pet.json").read_text())
     assert sidecar["Units"] == "Bq/mL" and sidecar["PartialVolumeCorrection"] == second
     assert sidecar["Sources"] == [(bids / f"sub-02/ses-1/pet/{GOOD[1]}_pet.nii.gz").as_uri()]
@@ -203,7 +203,8 @@ def test_group_level_writes_one_row_per_scan(resumed, bids, tiny_model, capsys):
     assert table[GOOD[1]]["session_id"] == "ses-1" and table[GOOD[0]]["session_id"] == "n/a"
     card = json.loads((tiny_model / "model_card.json").read_text())
     assert {table[s]["model_sha256"] for s in GOOD} == {card["weights_sha256"]}
-    assert float(table[DYNAMIC]["crop_level"]) == pytest.approx(float(table[GOOD[0]]["crop_level"]), rel=1e-4)
+    assert float(table[DYNAMIC]["crop_over_maximum"]) == pytest.approx(float(table[GOOD[0]]["crop_over_maximum"]),
+                                                                         rel=1e-4)
     description = json.loads((out / "dataset_description.json").read_text())
     assert description["DatasetType"] == "derivative"
     assert description["GeneratedBy"][0]["ModelSHA256"] == card["weights_sha256"]

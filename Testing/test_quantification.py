@@ -243,7 +243,12 @@ def test_correct_with_quantify_quantifies_the_written_correction(pet_file, tmp_p
 
     def correct_file(input_path, output_dir, **options):
         volume, geometry = read_image(input_path)
-        return {"corrected": write_image(1.2 * volume, geometry, os.path.join(output_dir, "scan_pvc.nii.gz"))}
+        os.makedirs(output_dir, exist_ok=True)
+        settings = os.path.join(output_dir, "scan_pvc.json")
+        with open(settings, "w") as stream:
+            json.dump({"warnings": []}, stream)
+        return {"corrected": write_image(1.2 * volume, geometry, os.path.join(output_dir, "scan_pvc.nii.gz")),
+                "settings": settings}
 
     monkeypatch.setattr(pipeline, "correct_file", correct_file)
     out = tmp_path / "out"

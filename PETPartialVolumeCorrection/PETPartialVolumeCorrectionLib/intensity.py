@@ -134,12 +134,12 @@ class IntensityScaling:
         minimum, maximum = float(volume.min()), float(volume.max())
         if not maximum > minimum:
             raise PVCInputError(f"image is constant ({minimum:g}); cannot scale intensities")
+        percentile_99 = float(np.percentile(volume, GLOBAL_CROP_PERCENTILE))
+        if not percentile_99 > minimum:  # refused by either method: no brain PET is this empty
+            raise PVCInputError(f"the {GLOBAL_CROP_PERCENTILE:g}th percentile equals the minimum: the image "
+                                "is almost empty (more than 99 % of voxels at the lowest value)")
         if method == "global_minmax":
-            crop_value = float(np.percentile(volume, GLOBAL_CROP_PERCENTILE))
-            crop_level = (crop_value - minimum) / (maximum - minimum)
-            if crop_level <= 0.0:
-                raise PVCInputError(f"the {GLOBAL_CROP_PERCENTILE:g}th percentile equals the minimum: the image "
-                                    "is almost empty (more than 99 % of voxels at the lowest value)")
+            crop_level = (percentile_99 - minimum) / (maximum - minimum)
             return cls(minimum, maximum - minimum, crop_level, method)
         brain = find_brain_mask(volume)
         inside = volume[brain.mask]

@@ -53,9 +53,11 @@ RECORD_COLUMNS = {
     "batch_size": "windows per network call",
     "device": "where the network ran (cpu:0, gpu:0)",
     "software": "library name and version",
-    "intensity_minimum": "minimum of the input on the standard grid (input units)",
-    "intensity_maximum": "maximum of the input on the standard grid (input units)",
-    "crop_level": "99th percentile of the min-max scaled input (the study's top 1 % crop), in [0, 1]",
+    "intensity_method": "the network input's intensity normalisation (the model card's)",
+    "crop_value": "the intensity the normalisation crops at (input units; brain_percentile: the 85th "
+                  "percentile inside the brain found in the PET)",
+    "crop_over_maximum": "crop_value over the maximum of the input on the standard grid (an extra-cerebral "
+                         "hot spot lowers it)",
     "read_s": "seconds to read the input",
     "load_model_s": "seconds to load the model (0 when the worker had it loaded)",
     "resample_s": "seconds to resample to the standard grid",

@@ -124,8 +124,8 @@ def _result_columns(result) -> dict:
     scaling = settings["intensity_scaling"]
     columns = {key: settings[key] for key in ("model_name", "model_sha256", "mode", "overlap", "batch_size",
                                               "output_grid", "crop_fov", "device", "software")}
-    columns.update(intensity_minimum=scaling["minimum"], intensity_maximum=scaling["maximum"],
-                   crop_level=scaling["crop_level"],
+    columns.update(intensity_method=scaling["method"], crop_value=scaling["crop_value"],
+                   crop_over_maximum=settings["input_statistics"]["crop_level"],
                    input_shape_zyx=" ".join(str(n) for n in settings["input_shape_zyx"]),
                    input_spacing_mm=" ".join(f"{s:g}" for s in settings["input_geometry"]["spacing"]))
     return columns
