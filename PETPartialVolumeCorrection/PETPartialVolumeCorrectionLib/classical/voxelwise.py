@@ -223,8 +223,10 @@ def eroded_wm_core(wm_mask: np.ndarray, box, shape, radius: int) -> np.ndarray:
     inner = tuple(slice(before, before + size) for (before, _), size in zip(padding, wm_mask.shape))
     if not outside.any():
         return np.ones(wm_mask.shape, dtype=bool)
-    squared = sitk.GetArrayViewFromImage(sitk.SignedMaurerDistanceMap(
-        sitk.GetImageFromArray(outside), insideIsPositive=False, squaredDistance=True, useImageSpacing=False))
+    # Keep the distance image alive while its array view is read (a view of a freed image is garbage).
+    distance_image = sitk.SignedMaurerDistanceMap(sitk.GetImageFromArray(outside), insideIsPositive=False,
+                                                  squaredDistance=True, useImageSpacing=False)
+    squared = sitk.GetArrayViewFromImage(distance_image)
     return squared[inner] > (radius + 0.5) ** 2
 
 
