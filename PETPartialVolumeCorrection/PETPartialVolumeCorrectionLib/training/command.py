@@ -113,11 +113,14 @@ def _run_train(args) -> int:
 
         train_pairs, train_statistics = simulate_pairs(train_seeds, args.target, args.processes,
                                                        progress_reporter(args.progress), simulation)
+        # Validation (best epoch, learning-rate schedule) on the training anatomy too: the held-out
+        # anatomy stays unseen until `pet-pvc evaluate`.
         val_pairs, _ = simulate_pairs(val_seeds, args.target, args.processes, progress_reporter(args.progress),
-                                      SimulationSettings.held_out(templates_path=args.templates))
+                                      simulation)
         ranges = training_ranges(train_statistics)
-        data = {"source": "simulator (in memory), default SimulationSettings (validation: held_out, "
-                          f"anatomy {','.join(SimulationSettings.held_out().anatomy_sources)})",
+        data = {"source": "simulator (in memory), default SimulationSettings for training and validation "
+                          f"(anatomy {','.join(simulation.anatomy_sources)}; held-out anatomy "
+                          f"{','.join(SimulationSettings.held_out().anatomy_sources)} never seen)",
                 "split_base_seed": args.seed,
                 "train_seeds": list(train_seeds), "validation_seeds": list(val_seeds),
                 "psf_fwhm_mm_range": list(simulation.psf_fwhm_mm),
